@@ -1,0 +1,14 @@
+//! Weir's gRPC contract, generated from the `proto/*.proto` files at the workspace root.
+//!
+//! `proto/` is the public contract: clients in any language generate their stubs from the same
+//! files. Each package of the contract is one module here, named after its protobuf package.
+
+#![allow(missing_docs)] // generated code; the documentation lives in the .proto files.
+
+/// Shared wire types: the error codes every RPC answers with.
+pub mod common {
+    /// Version 1 of the shared types (`weir.common.v1`).
+    pub mod v1 {
+        tonic::include_proto!("weir.common.v1");
+    }
+}

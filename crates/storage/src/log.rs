@@ -1,0 +1,852 @@
+//! The partition log: an ordered sequence of segments in one directory, with the offsets,
+//! checkpoints, retention and recovery that make it a durable, append-only log.
+//!
+//! Directory layout (`<data-dir>/logs/<topic>-<partition>/`):
+//!
+//! ```text
+//! 00000000000000000000.log        batches, in offset order
+//! 00000000000000000000.index      sparse offset -> position
+//! 00000000000000000000.timeindex  sparse timestamp -> offset
+//! 00000000000000052311.log        the next segment, named by its first offset …
+//! leader-epoch-checkpoint         epoch -> first offset (see crate::epoch)
+//! recovery-point-checkpoint       everything below this offset is known to be on disk
+//! log-start-offset-checkpoint     first offset a reader may see
+//! .clean-shutdown                 present only between a clean close and the next open
+//! ```
+//!
+//! Recovery on open: with the clean-shutdown marker, nothing is scanned (only the last index
+//! entry's tail of each segment is walked to find its end). Without it, every segment at or
+//! after the recovery point is scanned batch by batch, checking length, CRC, offset
+//! continuity and leader epoch; the first bad batch and everything after it are cut off with
+//! a warning, and the indexes are rebuilt. Segments wholly below the recovery point (sealed
+//! ones, fsynced when they were rolled) are never rescanned.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::batch::{self, BatchError, BatchHeader, TimestampType};
+use crate::checkpoint::{self, read_i64, sync_dir, write_atomic};
+use crate::config::LogConfig;
+use crate::epoch::LeaderEpochCache;
+use crate::error::{IoContext, LogError, Result};
+use crate::segment::{self, Segment};
+
+/// Marker file written by [`PartitionLog::close`].
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+/// Checkpoint of the recovery point.
+pub const RECOVERY_POINT_FILE: &str = "recovery-point-checkpoint";
+/// Checkpoint of the log start offset.
+pub const LOG_START_FILE: &str = "log-start-offset-checkpoint";
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record appended.
+    pub base_offset: i64,
+    /// Offset of the last record appended.
+    pub last_offset: i64,
+    /// Largest record timestamp appended.
+    pub max_timestamp: i64,
+    /// The broker time stamped on the batch when the log uses `LogAppendTime`.
+    pub log_append_time: Option<i64>,
+    /// Records appended.
+    pub record_count: i64,
+    /// Bytes appended.
+    pub bytes: usize,
+}
+
+/// What retention removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionOutcome {
+    /// Segments deleted.
+    pub segments: usize,
+    /// Bytes deleted.
+    pub bytes: u64,
+}
+
+/// One partition's log. Appends and maintenance take `&mut self`; reads take `&self` and use
+/// positioned reads, so a caller may share the log behind a read-write lock.
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Segments by base offset; the last one is the active segment. Never empty.
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    /// Every offset below this is fsynced.
+    recovery_point: i64,
+    epochs: LeaderEpochCache,
+    unflushed_messages: u64,
+    oldest_unflushed: Option<Instant>,
+    /// Set after a failed write or fsync; the log then refuses writes.
+    offline: Option<String>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Base offsets of the segments found in `dir`, sorted; removes leftovers of interrupted
+/// operations (temp files, indexes without a log).
+fn list_segments(dir: &Path) -> Result<Vec<i64>> {
+    let mut bases = Vec::new();
+    let mut orphans = Vec::new();
+    for entry in std::fs::read_dir(dir).ctx("list log directory", dir)? {
+        let path = entry.ctx("list log directory", dir)?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        if name.ends_with(".tmp") {
+            orphans.push(path);
+            continue;
+        }
+        let Some((stem, ext)) = name.split_once('.') else {
+            continue;
+        };
+        let Ok(base) = stem.parse::<i64>() else {
+            continue;
+        };
+        if stem.len() != 20 || base < 0 {
+            continue;
+        }
+        match ext {
+            segment::LOG_SUFFIX => bases.push(base),
+            segment::INDEX_SUFFIX | segment::TIME_INDEX_SUFFIX => {
+                if !segment::file_path(dir, base, segment::LOG_SUFFIX).exists() {
+                    orphans.push(path);
+                }
+            }
+            _ => {}
+        }
+    }
+    for path in orphans {
+        tracing::info!(file = %path.display(), "removing leftover file");
+        std::fs::remove_file(&path).ctx("remove leftover file", &path)?;
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+impl PartitionLog {
+    /// Opens the log in `dir`, creating the directory if needed, and recovers it (see the
+    /// module docs). When this returns, every batch in the log is intact and durable.
+    pub fn open(dir: impl Into<PathBuf>, config: LogConfig) -> Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).ctx("create log directory", &dir)?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        if clean {
+            // Removed before anything else: a crash from here on must not be taken as clean.
+            std::fs::remove_file(&marker).ctx("remove clean-shutdown marker", &marker)?;
+            sync_dir(&dir)?;
+        }
+        let bases = list_segments(&dir)?;
+        let (mut epochs, epochs_valid) = LeaderEpochCache::load(&dir);
+        let recovery_point = if clean {
+            i64::MAX
+        } else {
+            read_i64(&dir, RECOVERY_POINT_FILE).unwrap_or(0)
+        };
+
+        let mut segments = BTreeMap::new();
+        let mut recovered_any = false;
+        for (i, &base) in bases.iter().enumerate() {
+            let next_base = bases.get(i + 1).copied();
+            let sealed_and_flushed = next_base.is_some_and(|next| next <= recovery_point);
+            let trusted = if clean || sealed_and_flushed {
+                Segment::open(&dir, base, config.index_interval_bytes)?
+            } else {
+                None
+            };
+            let segment = match trusted {
+                Some(segment) => segment,
+                None => {
+                    recovered_any = true;
+                    let mut expected = segments
+                        .values()
+                        .next_back()
+                        .map_or(base, |s: &Segment| s.next_offset());
+                    let mut accept = |h: &BatchHeader| {
+                        if h.base_offset != expected {
+                            return Err("batch offset does not follow the previous batch");
+                        }
+                        if epochs_valid
+                            && h.partition_leader_epoch
+                                != epochs.epoch_for_offset(h.base_offset).unwrap_or(-1)
+                        {
+                            return Err(
+                                "batch leader epoch disagrees with the leader-epoch checkpoint",
+                            );
+                        }
+                        expected = h.next_offset();
+                        Ok(())
+                    };
+                    let mut segment = Segment::open_files(&dir, base)?;
+                    let cut = segment.recover(config.index_interval_bytes, &mut accept)?;
+                    if cut > 0 || next_base.is_some_and(|next| segment.next_offset() != next) {
+                        // Damage (or a gap) here: nothing after it can be trusted to follow on.
+                        segments.insert(base, segment);
+                        for &later in &bases[i + 1..] {
+                            tracing::warn!(dir = %dir.display(), base_offset = later, "deleting segment after a corrupt one");
+                            Segment::open_files(&dir, later)?.delete()?;
+                        }
+                        break;
+                    }
+                    segment
+                }
+            };
+            segments.insert(base, segment);
+        }
+        if segments.is_empty() {
+            let start = read_i64(&dir, LOG_START_FILE).unwrap_or(0).max(0);
+            segments.insert(start, Segment::create(&dir, start)?);
+        }
+        sync_dir(&dir)?;
+
+        let first_base = segments.keys().next().copied().unwrap_or(0);
+        let log_end = segments
+            .values()
+            .next_back()
+            .map_or(0, Segment::next_offset);
+        let log_start = read_i64(&dir, LOG_START_FILE)
+            .unwrap_or(first_base)
+            .clamp(first_base, log_end);
+        if !epochs_valid {
+            let mut found = Vec::new();
+            for segment in segments.values() {
+                segment
+                    .for_each_header(|h| found.push((h.partition_leader_epoch, h.base_offset)))?;
+            }
+            epochs.rebuild(found)?;
+        }
+        epochs.truncate_from_end(log_end)?;
+        epochs.truncate_from_start(log_start)?;
+
+        let mut log = Self {
+            dir,
+            config,
+            segments,
+            log_start_offset: log_start,
+            recovery_point: log_end,
+            epochs,
+            unflushed_messages: 0,
+            oldest_unflushed: None,
+            offline: None,
+        };
+        if recovered_any || !clean {
+            log.checkpoint()?;
+        }
+        tracing::debug!(dir = %log.dir.display(), clean, log_start, log_end, "opened partition log");
+        Ok(log)
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log's configuration.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Replaces the configuration (a topic config change); applies from the next append.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    /// The first offset readers may see.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// The offset the next appended record gets.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+
+    /// Every offset below this is on disk (fsynced).
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size).sum()
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.keys().copied().collect()
+    }
+
+    /// The latest leader epoch appended, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// Where leader epoch `epoch` ended in this log, as Kafka's OffsetForLeaderEpoch answers:
+    /// `(largest epoch <= epoch, end offset)`; `None` if `epoch` is newer than any known.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    fn active(&self) -> &Segment {
+        // The map is never empty: open creates a segment, and nothing removes the last one.
+        self.segments
+            .values()
+            .next_back()
+            .unwrap_or_else(|| unreachable!("a log always has a segment"))
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .unwrap_or_else(|| unreachable!("a log always has a segment"))
+    }
+
+    fn check_online(&self) -> Result<()> {
+        match &self.offline {
+            Some(reason) => Err(LogError::Offline {
+                dir: self.dir.clone(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes the log offline when a write-side operation failed, so nothing is acknowledged on
+    /// top of data whose fate is unknown.
+    fn fail_on_error<T>(&mut self, result: Result<T>) -> Result<T> {
+        if let Err(LogError::Io { op, path, source }) = &result {
+            let reason = format!("{op} {}: {source}", path.display());
+            tracing::error!(dir = %self.dir.display(), %reason, "log going offline");
+            self.offline.get_or_insert(reason);
+        }
+        result
+    }
+
+    /// Appends one batch from a producer as the partition leader in `leader_epoch`: validates
+    /// it (size, length, CRC, record framing), assigns it the next offsets by rewriting the
+    /// base offset and leader epoch in its header, and writes it. Invalid input changes
+    /// nothing. Durable when it returns only if the flush policy says so; see [`Self::flush`].
+    pub fn append_as_leader(&mut self, batch: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
+        self.check_online()?;
+        let mut header = batch::validate(&batch, usize::MAX)?;
+        if header.total_size() != batch.len() {
+            return Err(
+                BatchError::InvalidLength(batch.len() as i64 - batch::LOG_OVERHEAD as i64).into(),
+            );
+        }
+        if batch.len() > self.config.max_message_bytes {
+            return Err(LogError::RecordTooLarge {
+                size: batch.len(),
+                max: self.config.max_message_bytes,
+            });
+        }
+        if header.records_count < 1 {
+            return Err(LogError::InvalidRequest(
+                "a produced batch must hold at least one record".into(),
+            ));
+        }
+        if header.last_offset_delta != header.records_count - 1 {
+            return Err(
+                BatchError::InvalidCount("lastOffsetDelta must be recordsCount - 1").into(),
+            );
+        }
+        batch::check_record_framing(&batch, &header)?;
+        if leader_epoch < 0 {
+            return Err(LogError::InvalidRequest(format!(
+                "leader epoch {leader_epoch} is negative"
+            )));
+        }
+        if let Some(latest) = self
+            .epochs
+            .latest_epoch()
+            .filter(|latest| leader_epoch < *latest)
+        {
+            return Err(LogError::StaleEpoch {
+                epoch: leader_epoch,
+                latest,
+            });
+        }
+
+        let base_offset = self.log_end_offset();
+        header.base_offset = base_offset;
+        header.partition_leader_epoch = leader_epoch;
+        let log_append_time =
+            (self.config.timestamp_type == TimestampType::LogAppendTime).then(now_ms);
+        let result = self.write_batch(
+            &header,
+            |prefix| {
+                batch::set_base_offset_and_epoch(prefix, base_offset, leader_epoch);
+            },
+            &batch,
+            log_append_time,
+        );
+        let header = self.fail_on_error(result)?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: header.last_offset(),
+            max_timestamp: header.max_timestamp,
+            log_append_time,
+            record_count: i64::from(header.records_count),
+            bytes: batch.len(),
+        })
+    }
+
+    /// Appends batches copied from the leader (a follower's append): they keep their offsets
+    /// and epochs, and the first must start at this log's end offset. Each batch is validated;
+    /// on the first invalid one nothing more is appended and the error is returned (the ones
+    /// before it stay). Returns the info of everything appended, `None` for an empty input.
+    pub fn append_as_follower(&mut self, mut batches: Bytes) -> Result<Option<AppendInfo>> {
+        self.check_online()?;
+        let mut info: Option<AppendInfo> = None;
+        while !batches.is_empty() {
+            let header = batch::validate(&batches, usize::MAX)?;
+            let expected = self.log_end_offset();
+            if header.base_offset != expected {
+                return Err(LogError::InvalidRequest(format!(
+                    "replicated batch starts at offset {}, but the log ends at {expected}",
+                    header.base_offset
+                )));
+            }
+            if let Some(latest) = self
+                .epochs
+                .latest_epoch()
+                .filter(|l| header.partition_leader_epoch < *l)
+            {
+                return Err(LogError::StaleEpoch {
+                    epoch: header.partition_leader_epoch,
+                    latest,
+                });
+            }
+            let bytes = batches.split_to(header.total_size());
+            let result = self.write_batch(&header, |_| {}, &bytes, None);
+            let header = self.fail_on_error(result)?;
+            let this = AppendInfo {
+                base_offset: header.base_offset,
+                last_offset: header.last_offset(),
+                max_timestamp: header.max_timestamp,
+                log_append_time: None,
+                record_count: i64::from(header.records_count),
+                bytes: bytes.len(),
+            };
+            info = Some(match info {
+                None => this,
+                Some(prev) => AppendInfo {
+                    last_offset: this.last_offset,
+                    max_timestamp: prev.max_timestamp.max(this.max_timestamp),
+                    record_count: prev.record_count + this.record_count,
+                    bytes: prev.bytes + this.bytes,
+                    ..prev
+                },
+            });
+        }
+        Ok(info)
+    }
+
+    /// Rolls if needed, records a new epoch, and writes the batch with its first 16 bytes
+    /// patched by `patch` (or, with log-append time, the whole batch restamped). Applies the
+    /// flush policy. Returns the header as written.
+    fn write_batch(
+        &mut self,
+        header: &BatchHeader,
+        patch: impl FnOnce(&mut [u8]),
+        batch: &[u8],
+        log_append_time: Option<i64>,
+    ) -> Result<BatchHeader> {
+        self.maybe_roll(batch.len() as u64, header.last_offset())?;
+        self.epochs
+            .assign(header.partition_leader_epoch, header.base_offset)?;
+        let interval = self.config.index_interval_bytes;
+        let mut header = *header;
+        match log_append_time {
+            Some(now) => {
+                let mut owned = batch.to_vec();
+                patch(&mut owned[..16]);
+                batch::set_log_append_time(&mut owned, now);
+                header.max_timestamp = now;
+                self.active_mut().append(&header, &[&owned], interval)?;
+            }
+            None => {
+                let mut prefix = [0u8; 16];
+                prefix.copy_from_slice(&batch[..16]);
+                patch(&mut prefix);
+                self.active_mut()
+                    .append(&header, &[&prefix, &batch[16..]], interval)?;
+            }
+        }
+        self.unflushed_messages += header.records_count.max(0) as u64;
+        self.oldest_unflushed.get_or_insert_with(Instant::now);
+        let policy = self.config.flush;
+        let by_count = policy
+            .messages
+            .is_some_and(|n| self.unflushed_messages >= n);
+        let by_time = policy
+            .interval
+            .is_some_and(|t| self.oldest_unflushed.is_some_and(|at| at.elapsed() >= t));
+        if by_count || by_time {
+            self.flush()?;
+        }
+        Ok(header)
+    }
+
+    /// Starts a new active segment when the next batch would overflow `segment.bytes`, the
+    /// active segment is older than `segment.ms`, or its offsets would overflow the indexes'
+    /// 32-bit relative offsets. The old segment is sealed (fsynced) and the recovery point
+    /// checkpointed past it, so it is never scanned again.
+    fn maybe_roll(&mut self, batch_size: u64, last_offset: i64) -> Result<()> {
+        let config = &self.config;
+        let active = self.active();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let full = active.size() + batch_size > config.segment_bytes;
+        let old = active
+            .first_append()
+            .is_some_and(|t| t.elapsed() >= config.segment_ms);
+        let offsets = last_offset - active.base_offset() > i64::from(i32::MAX);
+        if full || old || offsets {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at the log end offset.
+    pub fn roll(&mut self) -> Result<()> {
+        self.check_online()?;
+        let result = self.roll_inner();
+        self.fail_on_error(result)
+    }
+
+    fn roll_inner(&mut self) -> Result<()> {
+        let next = self.log_end_offset();
+        if self.active().is_empty() {
+            return Ok(());
+        }
+        self.active_mut().seal()?;
+        let segment = Segment::create(&self.dir, next)?;
+        self.segments.insert(next, segment);
+        sync_dir(&self.dir)?;
+        self.recovery_point = next;
+        self.unflushed_messages = 0;
+        self.oldest_unflushed = None;
+        write_atomic(&self.dir, RECOVERY_POINT_FILE, next.to_string().as_bytes())?;
+        tracing::debug!(dir = %self.dir.display(), base_offset = next, "rolled new segment");
+        Ok(())
+    }
+
+    /// Reads whole batches from the one holding `offset`, up to `max_bytes` (but at least one
+    /// whole batch, so a consumer always makes progress). Empty at the log end offset.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes> {
+        self.read_below(offset, max_bytes, i64::MAX)
+    }
+
+    /// Like [`Self::read`], but returns no batch that starts at or after `upper_bound` (the high
+    /// watermark: consumers must not see what is not yet committed).
+    pub fn read_below(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> Result<Bytes> {
+        let log_end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > log_end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: log_end,
+            });
+        }
+        if offset >= upper_bound.min(log_end) {
+            return Ok(Bytes::new());
+        }
+        for segment in self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .chain(self.segments.range(offset + 1..))
+        {
+            let segment = segment.1;
+            let Some((position, _)) = segment.find_batch(offset)? else {
+                continue;
+            };
+            let end = if upper_bound < segment.next_offset() {
+                segment
+                    .find_batch(upper_bound)?
+                    .map_or(segment.size(), |(pos, _)| pos)
+            } else {
+                segment.size()
+            };
+            return segment.read(position, max_bytes, end);
+        }
+        Ok(Bytes::new())
+    }
+
+    /// The earliest record whose timestamp is `>= timestamp`, as `(offset, timestamp)`; `None`
+    /// when every record is older. Kafka's ListOffsets by time.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        for segment in self.segments.values() {
+            if segment.next_offset() <= self.log_start_offset
+                || segment.largest_timestamp() < timestamp
+            {
+                continue;
+            }
+            if let Some(found) =
+                segment.find_offset_by_timestamp(timestamp, self.log_start_offset)?
+            {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes every record at `offset` and after (a batch straddling `offset` goes whole), as
+    /// a follower does when its log diverged from the leader's. Durable when it returns.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+        self.check_online()?;
+        if offset < 0 {
+            return Err(LogError::InvalidRequest(format!(
+                "cannot truncate to negative offset {offset}"
+            )));
+        }
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let first_base = self.segments.keys().next().copied().unwrap_or(0);
+        if offset <= first_base || offset < self.log_start_offset {
+            return self.truncate_fully_and_start_at(offset);
+        }
+        let result = self.truncate_inner(offset);
+        self.fail_on_error(result)
+    }
+
+    fn truncate_inner(&mut self, offset: i64) -> Result<()> {
+        let doomed: Vec<i64> = self.segments.range(offset..).map(|(b, _)| *b).collect();
+        let removed = !doomed.is_empty();
+        for base in doomed {
+            if let Some(segment) = self.segments.remove(&base) {
+                segment.delete()?;
+            }
+        }
+        if removed {
+            sync_dir(&self.dir)?;
+        }
+        let end = self.active_mut().truncate_to(offset)?;
+        self.epochs.truncate_from_end(end)?;
+        self.recovery_point = self.recovery_point.min(end);
+        write_atomic(
+            &self.dir,
+            RECOVERY_POINT_FILE,
+            self.recovery_point.to_string().as_bytes(),
+        )?;
+        tracing::info!(dir = %self.dir.display(), offset, log_end = end, "truncated log");
+        Ok(())
+    }
+
+    /// Deletes every segment and starts the log empty at `offset` (a follower whose leader's
+    /// log starts past this log's end).
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<()> {
+        self.check_online()?;
+        if offset < 0 {
+            return Err(LogError::InvalidRequest(format!(
+                "cannot start the log at negative offset {offset}"
+            )));
+        }
+        let result = self.reset_inner(offset);
+        self.fail_on_error(result)
+    }
+
+    fn reset_inner(&mut self, offset: i64) -> Result<()> {
+        for (_, segment) in std::mem::take(&mut self.segments) {
+            segment.delete()?;
+        }
+        sync_dir(&self.dir)?;
+        self.segments
+            .insert(offset, Segment::create(&self.dir, offset)?);
+        sync_dir(&self.dir)?;
+        self.epochs.clear()?;
+        self.log_start_offset = offset;
+        self.recovery_point = offset;
+        self.unflushed_messages = 0;
+        self.oldest_unflushed = None;
+        self.checkpoint()
+    }
+
+    /// Advances the log start offset to `offset` (Kafka's DeleteRecords): offsets below it can
+    /// no longer be read, and segments wholly below it are deleted. Returns the new log start.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
+        self.check_online()?;
+        let log_end = self.log_end_offset();
+        if offset < 0 || offset > log_end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: log_end,
+            });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        let result = self.advance_log_start(offset);
+        self.fail_on_error(result)?;
+        Ok(self.log_start_offset)
+    }
+
+    fn advance_log_start(&mut self, offset: i64) -> Result<()> {
+        self.log_start_offset = offset;
+        write_atomic(&self.dir, LOG_START_FILE, offset.to_string().as_bytes())?;
+        self.epochs.truncate_from_start(offset)?;
+        if !self.active().is_empty() && self.active().next_offset() <= offset {
+            self.roll_inner()?;
+        }
+        self.delete_segments_while(|segment, _| segment.next_offset() <= offset)?;
+        Ok(())
+    }
+
+    /// Deletes sealed segments by `retention.ms` (newest record older than `now_ms - retention`)
+    /// and `retention.bytes` (oldest first while the log is larger). The active segment is
+    /// never deleted. Call periodically.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<RetentionOutcome> {
+        self.check_online()?;
+        let mut outcome = RetentionOutcome::default();
+        if let Some(retention) = self.config.retention_ms {
+            let cutoff = now_ms.saturating_sub(retention.as_millis() as i64);
+            let r = self.delete_segments_while(|segment, _| segment.largest_timestamp() < cutoff);
+            let r = self.fail_on_error(r)?;
+            outcome.segments += r.segments;
+            outcome.bytes += r.bytes;
+        }
+        if let Some(limit) = self.config.retention_bytes {
+            let mut excess = self.size_bytes().saturating_sub(limit);
+            let r = self.delete_segments_while(|segment, _| {
+                let delete = segment.size() <= excess;
+                if delete {
+                    excess -= segment.size();
+                }
+                delete
+            });
+            let r = self.fail_on_error(r)?;
+            outcome.segments += r.segments;
+            outcome.bytes += r.bytes;
+        }
+        Ok(outcome)
+    }
+
+    /// Deletes the oldest sealed segments while `delete` says so, moving the log start offset
+    /// past them.
+    fn delete_segments_while(
+        &mut self,
+        mut delete: impl FnMut(&Segment, i64) -> bool,
+    ) -> Result<RetentionOutcome> {
+        let mut outcome = RetentionOutcome::default();
+        while self.segments.len() > 1 {
+            let Some((&base, first)) = self.segments.iter().next() else {
+                break;
+            };
+            if !delete(first, base) {
+                break;
+            }
+            let Some(segment) = self.segments.remove(&base) else {
+                break;
+            };
+            let next_base = self.segments.keys().next().copied().unwrap_or(base);
+            outcome.segments += 1;
+            outcome.bytes += segment.size();
+            segment.delete()?;
+            if next_base > self.log_start_offset {
+                self.log_start_offset = next_base;
+            }
+        }
+        if outcome.segments > 0 {
+            sync_dir(&self.dir)?;
+            write_atomic(
+                &self.dir,
+                LOG_START_FILE,
+                self.log_start_offset.to_string().as_bytes(),
+            )?;
+            self.epochs.truncate_from_start(self.log_start_offset)?;
+            tracing::info!(dir = %self.dir.display(), segments = outcome.segments, bytes = outcome.bytes,
+                log_start = self.log_start_offset, "deleted old segments");
+        }
+        Ok(outcome)
+    }
+
+    /// fsyncs everything appended; the recovery point moves to the log end offset. An fsync
+    /// error is returned and takes the log offline.
+    pub fn flush(&mut self) -> Result<()> {
+        self.check_online()?;
+        let result = self.active_mut().flush();
+        self.fail_on_error(result)?;
+        self.recovery_point = self.log_end_offset();
+        self.unflushed_messages = 0;
+        self.oldest_unflushed = None;
+        Ok(())
+    }
+
+    /// Flushes if `flush.ms` has passed since the oldest unflushed append (call periodically).
+    pub fn flush_if_due(&mut self) -> Result<bool> {
+        let due = self
+            .config
+            .flush
+            .interval
+            .is_some_and(|t| self.oldest_unflushed.is_some_and(|at| at.elapsed() >= t));
+        if due {
+            self.flush()?;
+        }
+        Ok(due)
+    }
+
+    /// Writes the recovery-point and log-start checkpoints (call periodically so recovery after
+    /// a crash scans less).
+    pub fn checkpoint(&mut self) -> Result<()> {
+        write_atomic(
+            &self.dir,
+            RECOVERY_POINT_FILE,
+            self.recovery_point.to_string().as_bytes(),
+        )?;
+        write_atomic(
+            &self.dir,
+            LOG_START_FILE,
+            self.log_start_offset.to_string().as_bytes(),
+        )
+    }
+
+    /// Flushes everything, writes the checkpoints and the clean-shutdown marker, so the next
+    /// open skips recovery. A log that went offline is closed without the marker.
+    pub fn close(mut self) -> Result<()> {
+        self.check_online()?;
+        for segment in self.segments.values_mut() {
+            segment.flush()?;
+        }
+        self.recovery_point = self.log_end_offset();
+        self.checkpoint()?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        std::fs::File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .ctx("write clean-shutdown marker", &marker)?;
+        checkpoint::sync_dir(&self.dir)
+    }
+
+    /// Deletes the whole log directory (the partition was deleted or moved away).
+    pub fn delete(self) -> Result<()> {
+        std::fs::remove_dir_all(&self.dir).ctx("delete log directory", &self.dir)?;
+        if let Some(parent) = self.dir.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(())
+    }
+}

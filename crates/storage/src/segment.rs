@@ -121,7 +121,12 @@ impl Segment {
         let (Some(index), Some(time_index)) = (index, time_index) else {
             tracing::warn!(segment = %segment.log_path.display(), "index missing or invalid; rebuilding");
             let end = segment.rebuild_indexes(false, index_interval, &mut |_| Ok(()))?;
-            return Ok((end.error.is_none() && end.valid_bytes == size).then_some(segment));
+            if end.error.is_some() || end.valid_bytes != size {
+                return Ok(None);
+            }
+            segment.index.flush()?;
+            segment.time_index.flush()?;
+            return Ok(Some(segment));
         };
         segment.index = index;
         segment.time_index = time_index;

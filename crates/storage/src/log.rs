@@ -118,10 +118,10 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>> {
         }
         match ext {
             segment::LOG_SUFFIX => bases.push(base),
-            segment::INDEX_SUFFIX | segment::TIME_INDEX_SUFFIX => {
-                if !segment::file_path(dir, base, segment::LOG_SUFFIX).exists() {
-                    orphans.push(path);
-                }
+            segment::INDEX_SUFFIX | segment::TIME_INDEX_SUFFIX
+                if !segment::file_path(dir, base, segment::LOG_SUFFIX).exists() =>
+            {
+                orphans.push(path);
             }
             _ => {}
         }
@@ -180,10 +180,12 @@ impl PartitionLog {
                         if h.base_offset != expected {
                             return Err("batch offset does not follow the previous batch");
                         }
-                        if epochs_valid
-                            && h.partition_leader_epoch
-                                != epochs.epoch_for_offset(h.base_offset).unwrap_or(-1)
-                        {
+                        // Batches before the first checkpointed epoch (below a log start
+                        // moved by retention or DeleteRecords) have no entry to check against.
+                        let known = epochs_valid
+                            .then(|| epochs.epoch_for_offset(h.base_offset))
+                            .flatten();
+                        if known.is_some_and(|epoch| epoch != h.partition_leader_epoch) {
                             return Err(
                                 "batch leader epoch disagrees with the leader-epoch checkpoint",
                             );

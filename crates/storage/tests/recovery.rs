@@ -269,3 +269,17 @@ fn random_byte_flips_keep_every_batch_before_the_damage_and_none_after() {
         assert!(log.read(offset, 1).unwrap().is_empty());
     }
 }
+
+#[test]
+fn recovery_after_delete_records_keeps_batches_before_the_first_epoch_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    log.append_as_leader(batch("a", 4, 0), 3).unwrap();
+    log.append_as_leader(batch("b", 4, 0), 3).unwrap();
+    log.delete_records_before(2).unwrap();
+    drop(log);
+    std::fs::remove_file(dir.path().join(RECOVERY_POINT_FILE)).unwrap();
+    let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (2, 8));
+    assert_eq!(read_all(&log, 2).len(), 6);
+}

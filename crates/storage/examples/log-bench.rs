@@ -158,9 +158,15 @@ fn build_batch(record_size: usize, batch_bytes: usize) -> BoxResult<(Bytes, usiz
 
 /// Timings of one run.
 struct RunResult {
+    /// Appends and the final flush.
     append: Duration,
+    /// Appends alone (before the final flush).
+    append_writes: Duration,
     read: Duration,
+    /// Writes and the final `sync_all`.
     raw: Duration,
+    /// Writes alone.
+    raw_writes: Duration,
 }
 
 fn mb_per_sec(bytes: u64, elapsed: Duration) -> f64 {
@@ -177,6 +183,7 @@ fn run(dir: &Path, config: &LogConfig, batch: &Bytes, batches: u64) -> BoxResult
     for _ in 0..batches {
         log.append_as_leader(batch.clone(), 0)?;
     }
+    let append_writes = start.elapsed();
     log.flush()?;
     let append = start.elapsed();
     if log.size_bytes() != total {
@@ -219,12 +226,19 @@ fn run(dir: &Path, config: &LogConfig, batch: &Bytes, batches: u64) -> BoxResult
     for _ in 0..batches {
         file.write_all(batch)?;
     }
+    let raw_writes = start.elapsed();
     file.sync_all()?;
     let raw = start.elapsed();
     drop(file);
     std::fs::remove_file(&raw_path)?;
 
-    Ok(RunResult { append, read, raw })
+    Ok(RunResult {
+        append,
+        append_writes,
+        read,
+        raw,
+        raw_writes,
+    })
 }
 
 /// Median of `values` (mean of the middle two for an even count).
@@ -290,11 +304,16 @@ fn main() -> BoxResult<()> {
         let w = mb_per_sec(total, result.raw);
         let r = mb_per_sec(total, result.read);
         eprintln!(
-            "run {i}/{}: append {a:.1} MB/s ({:.2} s), raw write {w:.1} MB/s ({:.2} s), \
+            "run {i}/{}: append {a:.1} MB/s ({:.2} s: appends {:.3} s + flush {:.3} s), \
+             raw write {w:.1} MB/s ({:.2} s: writes {:.3} s + sync {:.3} s), \
              ratio {:.3}, read {r:.1} MB/s ({:.2} s)",
             args.runs,
             result.append.as_secs_f64(),
+            result.append_writes.as_secs_f64(),
+            (result.append - result.append_writes).as_secs_f64(),
             result.raw.as_secs_f64(),
+            result.raw_writes.as_secs_f64(),
+            (result.raw - result.raw_writes).as_secs_f64(),
             a / w,
             result.read.as_secs_f64(),
         );

@@ -162,7 +162,9 @@ impl MetaError {
     pub fn code(&self) -> i32 {
         use weir_proto::common::v1::ErrorCode as C;
         let code = match self {
-            MetaError::UnknownTopic(_) | MetaError::UnknownPartition { .. } => C::UnknownTopicOrPartition,
+            MetaError::UnknownTopic(_) | MetaError::UnknownPartition { .. } => {
+                C::UnknownTopicOrPartition
+            }
             MetaError::TopicExists(_) => C::TopicAlreadyExists,
             MetaError::InvalidTopic { .. } => C::InvalidTopic,
             MetaError::InvalidPartitions(_) => C::InvalidPartitions,

@@ -4,11 +4,22 @@
 //!
 //! - [`command`]: what the metadata log carries; [`state`]: what applying it builds.
 //! - [`types`]: the openraft type configuration.
+//! - [`store`]: the sled-backed Raft log and state machine; [`network`]: Raft over gRPC.
+//! - [`controller`]: broker liveness, topic creation, leader election, request forwarding.
+//! - [`node`]: a node's membership in the quorum (bootstrap, learners, shutdown).
+//! - [`topic_config`]: which topic configs exist and how they are validated.
+//! - [`store`]: the sled-backed Raft log and state machine.
 
 pub mod command;
+pub mod controller;
+pub mod network;
+pub mod node;
 pub mod state;
+pub mod store;
+pub mod topic_config;
 pub mod types;
 
 pub use command::{Command, CommandResult, MetaError};
 pub use state::{BrokerInfo, MetadataState, PartitionInfo, TopicInfo};
+pub use store::{open_store, LogStore, StateMachineStore, StoreError};
 pub use types::{NodeId, TypeConfig};

@@ -70,7 +70,10 @@ pub const MAX_TOPIC_NAME_LEN: usize = 249;
 /// Checks a topic name against Kafka's rules: 1 to 249 characters from `[a-zA-Z0-9._-]`,
 /// and not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), MetaError> {
-    let invalid = |reason: &str| MetaError::InvalidTopic { name: name.to_owned(), reason: reason.to_owned() };
+    let invalid = |reason: &str| MetaError::InvalidTopic {
+        name: name.to_owned(),
+        reason: reason.to_owned(),
+    };
     if name.is_empty() {
         return Err(invalid("the name is empty"));
     }
@@ -80,8 +83,13 @@ pub fn validate_topic_name(name: &str) -> Result<(), MetaError> {
     if name.len() > MAX_TOPIC_NAME_LEN {
         return Err(invalid("longer than 249 characters"));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(invalid(&format!("character {c:?} is not one of [a-zA-Z0-9._-]")));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(invalid(&format!(
+            "character {c:?} is not one of [a-zA-Z0-9._-]"
+        )));
     }
     Ok(())
 }
@@ -92,21 +100,29 @@ impl MetadataState {
     pub fn apply(&mut self, index: u64, command: &Command) -> Result<(), MetaError> {
         self.version = index;
         match command {
-            Command::RegisterBroker { id, address, rack, incarnation } => {
+            Command::RegisterBroker {
+                id,
+                address,
+                rack,
+                incarnation,
+            } => {
                 let previous = self.brokers.get(id).map(|b| b.incarnation);
                 if previous.is_some_and(|p| p != *incarnation) || previous.is_none() {
                     // A restarted process lost what it had in memory: treat it as failed first.
                     if previous.is_some() {
                         self.fence(*id);
                     }
-                    self.brokers.insert(*id, BrokerInfo {
-                        id: *id,
-                        address: address.clone(),
-                        rack: rack.clone(),
-                        incarnation: *incarnation,
-                        epoch: index,
-                        fenced: true,
-                    });
+                    self.brokers.insert(
+                        *id,
+                        BrokerInfo {
+                            id: *id,
+                            address: address.clone(),
+                            rack: rack.clone(),
+                            incarnation: *incarnation,
+                            epoch: index,
+                            fenced: true,
+                        },
+                    );
                 } else if let Some(b) = self.brokers.get_mut(id) {
                     b.address = address.clone();
                     b.rack = rack.clone();
@@ -121,12 +137,20 @@ impl MetadataState {
                 Ok(())
             }
             Command::UnfenceBroker { id } => {
-                let broker = self.brokers.get_mut(id).ok_or(MetaError::UnknownBroker(*id))?;
+                let broker = self
+                    .brokers
+                    .get_mut(id)
+                    .ok_or(MetaError::UnknownBroker(*id))?;
                 broker.fenced = false;
                 self.unfence(*id);
                 Ok(())
             }
-            Command::CreateTopic { name, topic_id, assignment, configs } => {
+            Command::CreateTopic {
+                name,
+                topic_id,
+                assignment,
+                configs,
+            } => {
                 validate_topic_name(name)?;
                 if self.topics.contains_key(name) {
                     return Err(MetaError::TopicExists(name.clone()));
@@ -137,31 +161,54 @@ impl MetadataState {
                 let partitions = assignment
                     .iter()
                     .map(|replicas| {
-                        let isr: Vec<NodeId> =
-                            replicas.iter().copied().filter(|r| self.is_live(*r)).collect();
+                        let isr: Vec<NodeId> = replicas
+                            .iter()
+                            .copied()
+                            .filter(|r| self.is_live(*r))
+                            .collect();
                         PartitionInfo {
                             replicas: replicas.clone(),
                             leader: isr.first().copied(),
                             leader_epoch: 0,
                             partition_epoch: 0,
-                            isr: if isr.is_empty() { replicas.clone() } else { isr },
+                            isr: if isr.is_empty() {
+                                replicas.clone()
+                            } else {
+                                isr
+                            },
                         }
                     })
                     .collect();
-                self.topics.insert(name.clone(), TopicInfo {
-                    name: name.clone(),
-                    id: topic_id.clone(),
-                    configs: configs.clone(),
-                    partitions,
-                });
+                self.topics.insert(
+                    name.clone(),
+                    TopicInfo {
+                        name: name.clone(),
+                        id: topic_id.clone(),
+                        configs: configs.clone(),
+                        partitions,
+                    },
+                );
                 Ok(())
             }
-            Command::DeleteTopic { name } => {
-                self.topics.remove(name).map(|_| ()).ok_or_else(|| MetaError::UnknownTopic(name.clone()))
-            }
-            Command::AlterPartition { topic, partition, leader, leader_epoch, partition_epoch, isr } => {
-                let live: BTreeSet<NodeId> =
-                    self.brokers.values().filter(|b| !b.fenced).map(|b| b.id).collect();
+            Command::DeleteTopic { name } => self
+                .topics
+                .remove(name)
+                .map(|_| ())
+                .ok_or_else(|| MetaError::UnknownTopic(name.clone())),
+            Command::AlterPartition {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let live: BTreeSet<NodeId> = self
+                    .brokers
+                    .values()
+                    .filter(|b| !b.fenced)
+                    .map(|b| b.id)
+                    .collect();
                 let p = self.partition_mut(topic, *partition)?;
                 let stale = |reason: String| MetaError::StalePartition {
                     topic: topic.clone(),
@@ -181,10 +228,14 @@ impl MetadataState {
                     )));
                 }
                 if !isr.contains(leader) {
-                    return Err(MetaError::InvalidRequest("the ISR must contain the leader".into()));
+                    return Err(MetaError::InvalidRequest(
+                        "the ISR must contain the leader".into(),
+                    ));
                 }
                 if let Some(r) = isr.iter().find(|r| !p.replicas.contains(r)) {
-                    return Err(MetaError::InvalidRequest(format!("broker {r} is not a replica")));
+                    return Err(MetaError::InvalidRequest(format!(
+                        "broker {r} is not a replica"
+                    )));
                 }
                 let added_fenced = isr.iter().find(|r| !p.isr.contains(r) && !live.contains(r));
                 if let Some(r) = added_fenced {
@@ -197,16 +248,33 @@ impl MetadataState {
                 p.partition_epoch += 1;
                 Ok(())
             }
-            Command::ElectLeader { topic, partition, unclean } => {
-                let live: BTreeSet<NodeId> =
-                    self.brokers.values().filter(|b| !b.fenced).map(|b| b.id).collect();
+            Command::ElectLeader {
+                topic,
+                partition,
+                unclean,
+            } => {
+                let live: BTreeSet<NodeId> = self
+                    .brokers
+                    .values()
+                    .filter(|b| !b.fenced)
+                    .map(|b| b.id)
+                    .collect();
                 let p = self.partition_mut(topic, *partition)?;
-                let from_isr = p.replicas.iter().copied().find(|r| p.isr.contains(r) && live.contains(r));
+                let from_isr = p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|r| p.isr.contains(r) && live.contains(r));
                 let chosen = from_isr.or_else(|| {
-                    unclean.then(|| p.replicas.iter().copied().find(|r| live.contains(r))).flatten()
+                    unclean
+                        .then(|| p.replicas.iter().copied().find(|r| live.contains(r)))
+                        .flatten()
                 });
                 let Some(new_leader) = chosen else {
-                    return Err(MetaError::NoEligibleLeader { topic: topic.clone(), partition: *partition });
+                    return Err(MetaError::NoEligibleLeader {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    });
                 };
                 if from_isr.is_none() {
                     p.isr = vec![new_leader];
@@ -219,11 +287,16 @@ impl MetadataState {
                 Ok(())
             }
             Command::AlterTopicConfig { name, set, delete } => {
-                let topic = self.topics.get_mut(name).ok_or_else(|| MetaError::UnknownTopic(name.clone()))?;
+                let topic = self
+                    .topics
+                    .get_mut(name)
+                    .ok_or_else(|| MetaError::UnknownTopic(name.clone()))?;
                 for key in delete {
                     topic.configs.remove(key);
                 }
-                topic.configs.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+                topic
+                    .configs
+                    .extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
                 Ok(())
             }
         }
@@ -233,11 +306,21 @@ impl MetadataState {
         self.brokers.get(&id).is_some_and(|b| !b.fenced)
     }
 
-    fn partition_mut(&mut self, topic: &str, partition: u32) -> Result<&mut PartitionInfo, MetaError> {
-        let t = self.topics.get_mut(topic).ok_or_else(|| MetaError::UnknownTopic(topic.to_owned()))?;
+    fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<&mut PartitionInfo, MetaError> {
+        let t = self
+            .topics
+            .get_mut(topic)
+            .ok_or_else(|| MetaError::UnknownTopic(topic.to_owned()))?;
         t.partitions
             .get_mut(partition as usize)
-            .ok_or_else(|| MetaError::UnknownPartition { topic: topic.to_owned(), partition })
+            .ok_or_else(|| MetaError::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+            })
     }
 
     /// Marks `id` fenced: it leaves every ISR where others remain, and each partition it led
@@ -246,7 +329,12 @@ impl MetadataState {
         if let Some(b) = self.brokers.get_mut(&id) {
             b.fenced = true;
         }
-        let live: BTreeSet<NodeId> = self.brokers.values().filter(|b| !b.fenced).map(|b| b.id).collect();
+        let live: BTreeSet<NodeId> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect();
         for topic in self.topics.values_mut() {
             for p in &mut topic.partitions {
                 let mut changed = false;
@@ -255,7 +343,11 @@ impl MetadataState {
                     changed = true;
                 }
                 if p.leader == Some(id) {
-                    p.leader = p.replicas.iter().copied().find(|r| p.isr.contains(r) && live.contains(r));
+                    p.leader = p
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|r| p.isr.contains(r) && live.contains(r));
                     p.leader_epoch += 1;
                     changed = true;
                 }
@@ -289,13 +381,20 @@ impl MetadataState {
     /// replicas of a partition on different racks when racks are given (brokers are ordered by
     /// alternating racks). The starting broker rotates with the number of partitions already in
     /// the cluster, so many small topics do not all lead on the same broker.
-    pub fn place_replicas(&self, partitions: u32, replication_factor: u32) -> Result<Vec<Vec<NodeId>>, MetaError> {
+    pub fn place_replicas(
+        &self,
+        partitions: u32,
+        replication_factor: u32,
+    ) -> Result<Vec<Vec<NodeId>>, MetaError> {
         if partitions == 0 || partitions > 100_000 {
             return Err(MetaError::InvalidPartitions(partitions.into()));
         }
         let mut by_rack: BTreeMap<&str, Vec<NodeId>> = BTreeMap::new();
         for b in self.live_brokers() {
-            by_rack.entry(b.rack.as_deref().unwrap_or("")).or_default().push(b.id);
+            by_rack
+                .entry(b.rack.as_deref().unwrap_or(""))
+                .or_default()
+                .push(b.id);
         }
         let live: usize = by_rack.values().map(Vec::len).sum();
         if replication_factor == 0 || replication_factor as usize > live {
@@ -323,7 +422,11 @@ impl MetadataState {
                 // Kafka's scheme: followers follow the leader at a shift that changes every
                 // round of n partitions, so followers spread too. With racks, keep the shift at
                 // zero: neighbours in the interleaved order sit on different racks.
-                let shift = if racks > 1 { 0 } else { ((existing + p) / n) % (n - 1).max(1) };
+                let shift = if racks > 1 {
+                    0
+                } else {
+                    ((existing + p) / n) % (n - 1).max(1)
+                };
                 (0..replication_factor as usize)
                     .map(|j| {
                         if j == 0 {
@@ -398,10 +501,17 @@ mod tests {
 
     #[test]
     fn placement_puts_replicas_on_different_racks() {
-        let s = cluster(&[(1, Some("a")), (2, Some("a")), (3, Some("b")), (4, Some("b"))]);
+        let s = cluster(&[
+            (1, Some("a")),
+            (2, Some("a")),
+            (3, Some("b")),
+            (4, Some("b")),
+        ]);
         for replicas in s.place_replicas(8, 2).unwrap() {
-            let racks: BTreeSet<_> =
-                replicas.iter().map(|r| s.brokers[r].rack.clone().unwrap_or_default()).collect();
+            let racks: BTreeSet<_> = replicas
+                .iter()
+                .map(|r| s.brokers[r].rack.clone().unwrap_or_default())
+                .collect();
             assert_eq!(racks.len(), 2, "{replicas:?}");
         }
     }
@@ -411,9 +521,9 @@ mod tests {
         let mut s = cluster(&[(1, None), (2, None), (3, None)]);
         create(&mut s, "t", 3, 3);
         let before = s.topics["t"].partitions.clone();
-        let led_by_1: Vec<usize> =
-            (0..3).filter(|i| before[*i].leader == Some(1)).collect();
-        s.apply(s.version + 1, &Command::FenceBroker { id: 1 }).unwrap();
+        let led_by_1: Vec<usize> = (0..3).filter(|i| before[*i].leader == Some(1)).collect();
+        s.apply(s.version + 1, &Command::FenceBroker { id: 1 })
+            .unwrap();
         for (i, p) in s.topics["t"].partitions.iter().enumerate() {
             assert!(!p.isr.contains(&1));
             assert_ne!(p.leader, Some(1));
@@ -430,10 +540,12 @@ mod tests {
     fn the_last_isr_member_keeps_its_place_and_leads_again_when_back() {
         let mut s = cluster(&[(1, None)]);
         create(&mut s, "solo", 1, 1);
-        s.apply(s.version + 1, &Command::FenceBroker { id: 1 }).unwrap();
+        s.apply(s.version + 1, &Command::FenceBroker { id: 1 })
+            .unwrap();
         let p = &s.topics["solo"].partitions[0];
         assert_eq!((p.leader, p.isr.clone()), (None, vec![1]));
-        s.apply(s.version + 1, &Command::UnfenceBroker { id: 1 }).unwrap();
+        s.apply(s.version + 1, &Command::UnfenceBroker { id: 1 })
+            .unwrap();
         let p = &s.topics["solo"].partitions[0];
         assert_eq!((p.leader, p.leader_epoch), (Some(1), 2));
     }
@@ -471,7 +583,14 @@ mod tests {
             configs: BTreeMap::new(),
         };
         assert_eq!(s.apply(99, &dup), Err(MetaError::TopicExists("t".into())));
-        assert!(s.apply(100, &Command::DeleteTopic { name: "nope".into() }).is_err());
+        assert!(s
+            .apply(
+                100,
+                &Command::DeleteTopic {
+                    name: "nope".into()
+                }
+            )
+            .is_err());
         assert_eq!(s.topics, before.topics);
         assert_eq!(s.version, 100);
     }
@@ -480,7 +599,12 @@ mod tests {
     fn a_restarted_broker_is_fenced_until_it_catches_up() {
         let mut s = cluster(&[(1, None), (2, None)]);
         create(&mut s, "t", 2, 2);
-        let reg = Command::RegisterBroker { id: 1, address: "x".into(), rack: None, incarnation: 8 };
+        let reg = Command::RegisterBroker {
+            id: 1,
+            address: "x".into(),
+            rack: None,
+            incarnation: 8,
+        };
         s.apply(s.version + 1, &reg).unwrap();
         assert!(s.brokers[&1].fenced);
         for p in &s.topics["t"].partitions {

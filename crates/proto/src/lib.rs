@@ -12,3 +12,19 @@ pub mod common {
         tonic::include_proto!("weir.common.v1");
     }
 }
+
+/// Raft between the controllers of the metadata quorum: openraft messages carried as bincode.
+pub mod raft {
+    /// Version 1 of the controller Raft service (`weir.raft.v1`).
+    pub mod v1 {
+        tonic::include_proto!("weir.raft.v1");
+    }
+}
+
+/// The controller service: broker lifecycle, ISR changes and administration.
+pub mod controller {
+    /// Version 1 (`weir.controller.v1`).
+    pub mod v1 {
+        tonic::include_proto!("weir.controller.v1");
+    }
+}

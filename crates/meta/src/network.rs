@@ -1,0 +1,390 @@
+//! Raft over gRPC: how the controllers of the metadata quorum reach each other.
+//!
+//! The wire contract is `proto/raft.proto` (package `weir.raft.v1`): three unary RPCs,
+//! `AppendEntries`, `Vote` and `InstallSnapshot`, each carrying one openraft request and
+//! answering one openraft response, serialized with bincode 1 in a `RaftMessage { payload }`.
+//! The response payload is bincode of `Result<Response, RaftError>`, so an error the remote
+//! Raft node raised (it is shutting down, its storage failed) comes back typed. openraft 0.9
+//! already splits snapshots into `InstallSnapshotRequest` chunks of at most
+//! `Config::snapshot_max_chunk_size` bytes, one RPC each.
+//!
+//! - Sending side: [`Network`] is openraft's [`RaftNetworkFactory`]. It keeps one tonic
+//!   [`Channel`] per peer address (created lazily, reconnecting by itself), shared by every
+//!   [`NetworkConnection`] it hands out; a connection is openraft's [`RaftNetwork`] to one peer.
+//!   Every RPC is bounded by the `hard_ttl` openraft passes in its [`RPCOption`] (locally, and as
+//!   the gRPC deadline). Failures map to openraft's error kinds:
+//!   - the peer cannot be reached (connection refused, connect timeout, deadline exceeded, bad
+//!     address) → [`RPCError::Unreachable`], so openraft backs off before retrying;
+//!   - the peer answered, but not with something we can read (undecodable response, a gRPC error
+//!     status other than the ones above) → [`RPCError::Network`];
+//!   - the peer's Raft node failed the request → [`RPCError::RemoteError`].
+//! - Receiving side: [`RaftService`] implements the generated gRPC server trait on top of a
+//!   running [`Raft`]; [`raft_server`] wraps it in a server that accepts snapshot-chunk-sized
+//!   messages. A payload that does not decode is refused with `INVALID_ARGUMENT`.
+//!
+//! Bytes from the network are never trusted: decoding failures are errors, never panics.
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, RaftNetwork, RaftNetworkFactory};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+use weir_proto::raft::v1::raft_client::RaftClient;
+use weir_proto::raft::v1::raft_server::{Raft as RaftRpc, RaftServer};
+use weir_proto::raft::v1::RaftMessage;
+
+use crate::types::{Node, NodeId, Raft, TypeConfig};
+
+/// Largest gRPC message the Raft service and client accept or send: room for a snapshot chunk
+/// (openraft's default `snapshot_max_chunk_size` is 3 MiB) or a large batch of log entries,
+/// bincode overhead included.
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// Default time allowed to establish a TCP connection to a peer.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// openraft's [`RaftNetworkFactory`] over gRPC: hands out a [`NetworkConnection`] per target,
+/// all sharing one cached tonic [`Channel`] per peer address.
+///
+/// Cloning is cheap and clones share the channel cache.
+#[derive(Clone)]
+pub struct Network {
+    /// One channel per peer address ("host:port"), created on first use. The lock is never
+    /// held across an `.await`.
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Time allowed to establish a TCP connection.
+    connect_timeout: Duration,
+}
+
+impl Network {
+    /// A network with an empty channel cache and [`DEFAULT_CONNECT_TIMEOUT`].
+    pub fn new() -> Self {
+        Self::with_connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+    }
+
+    /// A network with an empty channel cache whose connections give up connecting after
+    /// `connect_timeout`.
+    pub fn with_connect_timeout(connect_timeout: Duration) -> Self {
+        Self {
+            channels: Arc::new(Mutex::new(HashMap::new())),
+            connect_timeout,
+        }
+    }
+
+    /// The channel to `addr` ("host:port", or a full `http://host:port` URI), created lazily
+    /// (no I/O here) and cached. Fails only if `addr` is not a valid URI authority.
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        // A poisoned lock only means another thread panicked while inserting; the map is
+        // still a valid cache.
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let uri = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| format!("invalid controller address `{addr}`: {e}"))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let peers: Vec<String> = self
+            .channels
+            .lock()
+            .map(|channels| channels.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_struct("Network")
+            .field("peers", &peers)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = NetworkConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> NetworkConnection {
+        let client = self.channel(&node.addr).map(|channel| {
+            RaftClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE)
+        });
+        NetworkConnection {
+            target,
+            node: node.clone(),
+            client,
+        }
+    }
+}
+
+/// openraft's [`RaftNetwork`] to one peer, made by [`Network::new_client`].
+pub struct NetworkConnection {
+    /// The peer's node id.
+    target: NodeId,
+    /// The peer's node (its controller address).
+    node: Node,
+    /// The gRPC client, or why the address is unusable.
+    client: Result<RaftClient<Channel>, String>,
+}
+
+impl fmt::Debug for NetworkConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetworkConnection")
+            .field("target", &self.target)
+            .field("addr", &self.node.addr)
+            .finish()
+    }
+}
+
+/// Which RPC of the `weir.raft.v1.Raft` service a call is.
+#[derive(Debug, Clone, Copy)]
+enum Rpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+impl fmt::Display for Rpc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Rpc::AppendEntries => "AppendEntries",
+            Rpc::Vote => "Vote",
+            Rpc::InstallSnapshot => "InstallSnapshot",
+        })
+    }
+}
+
+/// The error type of a failed RPC to `target`, whose remote errors are `RaftError<NodeId, E>`.
+type RpcResult<T, E> = Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
+
+impl NetworkConnection {
+    /// Sends `req` as `rpc` and decodes the `Result<Resp, RaftError<NodeId, E>>` it answers,
+    /// within `option.hard_ttl()`.
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: Error + DeserializeOwned,
+    {
+        let mut client = match &self.client {
+            Ok(client) => client.clone(),
+            Err(reason) => {
+                return Err(RPCError::Unreachable(Unreachable::from(
+                    self.context(AnyError::error(reason), rpc),
+                )))
+            }
+        };
+        let payload = bincode::serialize(req).map_err(|e| {
+            RPCError::Network(NetworkError::from(
+                self.context(AnyError::new(&*e), rpc)
+                    .add_context(|| "encoding the request"),
+            ))
+        })?;
+        let ttl = option.hard_ttl();
+        let mut request = tonic::Request::new(RaftMessage {
+            payload: payload.into(),
+        });
+        request.set_timeout(ttl);
+        let call = async move {
+            match rpc {
+                Rpc::AppendEntries => client.append_entries(request).await,
+                Rpc::Vote => client.vote(request).await,
+                Rpc::InstallSnapshot => client.install_snapshot(request).await,
+            }
+        };
+        let response = match tokio::time::timeout(ttl, call).await {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return Err(self.status_error(rpc, &status)),
+            Err(_elapsed) => {
+                return Err(RPCError::Unreachable(Unreachable::from(self.context(
+                    AnyError::error(format!("no answer within {ttl:?}")),
+                    rpc,
+                ))))
+            }
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> = bincode::deserialize(&response.payload)
+            .map_err(|e| {
+                RPCError::Network(NetworkError::from(
+                    self.context(AnyError::new(&*e), rpc)
+                        .add_context(|| "decoding the response"),
+                ))
+            })?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
+    }
+
+    /// Maps a gRPC error status to openraft's error kinds: transport failures and deadlines make
+    /// the peer unreachable (openraft backs off), anything else is a network error.
+    fn status_error<E: Error>(
+        &self,
+        rpc: Rpc,
+        status: &tonic::Status,
+    ) -> RPCError<NodeId, Node, E> {
+        let error = self.context(AnyError::new(status), rpc);
+        match status.code() {
+            // Connection refused or reset, connect timeout, deadline exceeded, and transport
+            // errors tonic could not classify.
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+                RPCError::Unreachable(Unreachable::from(error))
+            }
+            _ => RPCError::Network(NetworkError::from(error)),
+        }
+    }
+
+    /// Says which RPC to which peer failed.
+    fn context(&self, error: AnyError, rpc: Rpc) -> AnyError {
+        error.add_context(|| format!("Raft {rpc} to node {} at {}", self.target, self.node.addr))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for NetworkConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, Infallible> {
+        self.call(Rpc::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call(Rpc::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, Infallible> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+}
+
+/// The receiving side of `weir.raft.v1.Raft`: hands each decoded request to the local Raft node
+/// and encodes its `Result` back. Serve it with [`raft_server`].
+#[derive(Clone)]
+pub struct RaftService {
+    /// The local Raft node.
+    raft: Raft,
+}
+
+impl RaftService {
+    /// A service feeding `raft`.
+    pub fn new(raft: Raft) -> Self {
+        Self { raft }
+    }
+}
+
+impl fmt::Debug for RaftService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RaftService").finish_non_exhaustive()
+    }
+}
+
+/// The gRPC server of the controller Raft service for `raft`, accepting messages up to
+/// [`MAX_MESSAGE_SIZE`] (snapshot chunks). Add it to a `tonic::transport::Server`.
+pub fn raft_server(raft: Raft) -> RaftServer<RaftService> {
+    RaftServer::new(RaftService::new(raft))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+}
+
+/// Decodes a request payload; garbage is the caller's fault (`INVALID_ARGUMENT`).
+fn decode_request<T: DeserializeOwned>(
+    request: tonic::Request<RaftMessage>,
+    what: &str,
+) -> Result<T, Box<tonic::Status>> {
+    bincode::deserialize(&request.into_inner().payload).map_err(|e| {
+        Box::new(tonic::Status::invalid_argument(format!(
+            "payload is not a bincode {what}: {e}"
+        )))
+    })
+}
+
+/// Encodes the local Raft node's answer.
+fn encode_response<T: Serialize>(
+    result: &T,
+) -> Result<tonic::Response<RaftMessage>, Box<tonic::Status>> {
+    match bincode::serialize(result) {
+        Ok(payload) => Ok(tonic::Response::new(RaftMessage {
+            payload: payload.into(),
+        })),
+        Err(e) => Err(Box::new(tonic::Status::internal(format!(
+            "encoding the Raft response: {e}"
+        )))),
+    }
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(
+        &self,
+        request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let req: AppendEntriesRequest<TypeConfig> =
+            decode_request(request, "AppendEntriesRequest").map_err(|e| *e)?;
+        encode_response(&self.raft.append_entries(req).await).map_err(|e| *e)
+    }
+
+    async fn vote(
+        &self,
+        request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let req: VoteRequest<NodeId> = decode_request(request, "VoteRequest").map_err(|e| *e)?;
+        encode_response(&self.raft.vote(req).await).map_err(|e| *e)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let req: InstallSnapshotRequest<TypeConfig> =
+            decode_request(request, "InstallSnapshotRequest").map_err(|e| *e)?;
+        encode_response(&self.raft.install_snapshot(req).await).map_err(|e| *e)
+    }
+}

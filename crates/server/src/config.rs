@@ -1,0 +1,261 @@
+//! `weir-server` configuration: every flag also reads from a `WEIR_*` environment variable, so a
+//! container needs no config file. Defaults make a working single-node cluster (node 1, both
+//! roles, everything on this host).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+/// Runs one Weir node: a broker, a controller (Raft voter of the metadata quorum), or both.
+#[derive(Debug, Parser)]
+#[command(name = "weir-server", version, about, long_about = None, after_help = EXAMPLES)]
+pub struct Args {
+    /// This node's id: its broker id and its controller id.
+    #[arg(long, env = "WEIR_NODE_ID", default_value_t = 1)]
+    pub node_id: u64,
+    /// Roles of this node: `broker`, `controller`, or `broker,controller` (combined).
+    #[arg(long, env = "WEIR_ROLES", default_value = "broker,controller")]
+    pub roles: String,
+    /// Broker listener (clients and replication).
+    #[arg(long, env = "WEIR_LISTEN", default_value = "0.0.0.0:9700")]
+    pub listen: SocketAddr,
+    /// Controller listener (Raft and controller RPCs).
+    #[arg(long, env = "WEIR_CONTROLLER_LISTEN", default_value = "0.0.0.0:9701")]
+    pub controller_listen: SocketAddr,
+    /// HTTP listener for /health (and /metrics).
+    #[arg(long, env = "WEIR_HTTP_LISTEN", default_value = "0.0.0.0:9709")]
+    pub http_listen: SocketAddr,
+    /// host:port clients are told to use for this broker. Default: the broker listener, with
+    /// 0.0.0.0 replaced by 127.0.0.1.
+    #[arg(long, env = "WEIR_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<String>,
+    /// host:port other nodes dial for this node's controller listener. Default: this node's
+    /// entry in the controller quorum, or the controller listener with 0.0.0.0 replaced by
+    /// 127.0.0.1.
+    #[arg(long, env = "WEIR_ADVERTISED_CONTROLLER_LISTENER")]
+    pub advertised_controller_listener: Option<String>,
+    /// The controller voters, `id@host:port,…` (Kafka's controller.quorum.voters).
+    #[arg(
+        long,
+        env = "WEIR_CONTROLLER_QUORUM",
+        default_value = "1@127.0.0.1:9701"
+    )]
+    pub controller_quorum: String,
+    /// Data directory (partition logs, metadata store).
+    #[arg(long, env = "WEIR_DATA_DIR", default_value = "./weir-data")]
+    pub data_dir: PathBuf,
+    /// Rack of this broker, for rack-aware replica placement.
+    #[arg(long, env = "WEIR_RACK")]
+    pub rack: Option<String>,
+    /// Broker heartbeat period to the controller, in ms.
+    #[arg(long, env = "WEIR_BROKER_HEARTBEAT_MS", default_value_t = 500)]
+    pub broker_heartbeat_ms: u64,
+    /// A broker silent this long (ms) is fenced by the controller.
+    #[arg(long, env = "WEIR_BROKER_SESSION_TIMEOUT_MS", default_value_t = 3000)]
+    pub broker_session_timeout_ms: u64,
+    /// Snapshot the metadata log every this many entries (and purge what it covers).
+    #[arg(long, env = "WEIR_METADATA_SNAPSHOT_ENTRIES", default_value_t = 5000)]
+    pub metadata_snapshot_entries: u64,
+}
+
+const EXAMPLES: &str = "Examples:
+  weir-server                         # single-node cluster with defaults
+  weir-server --node-id 2 --controller-quorum 1@a:9701,2@b:9701,3@c:9701 \\
+              --advertised-listener b:9700 --data-dir /data
+  WEIR_NODE_ID=4 WEIR_ROLES=broker weir-server   # broker-only node (a Raft learner)";
+
+/// The roles a node plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Serves clients and stores partitions.
+    pub broker: bool,
+    /// Votes in the metadata quorum.
+    pub controller: bool,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Node id.
+    pub node_id: u64,
+    /// Roles.
+    pub roles: Roles,
+    /// Broker listener.
+    pub listen: SocketAddr,
+    /// Controller listener.
+    pub controller_listen: SocketAddr,
+    /// HTTP listener.
+    pub http_listen: SocketAddr,
+    /// Advertised broker address.
+    pub advertised: String,
+    /// Advertised controller address.
+    pub advertised_controller: String,
+    /// Voters.
+    pub quorum: Vec<(u64, String)>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Rack.
+    pub rack: Option<String>,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// Session timeout.
+    pub session_timeout: Duration,
+    /// Metadata snapshot interval in entries.
+    pub snapshot_entries: u64,
+}
+
+fn loopback_if_unspecified(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+/// Parses `1@host:port,2@host:port`.
+pub fn parse_quorum(text: &str) -> anyhow::Result<Vec<(u64, String)>> {
+    let mut voters = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('@')
+            .with_context(|| format!("controller quorum entry `{part}` is not id@host:port"))?;
+        let id: u64 = id
+            .parse()
+            .with_context(|| format!("controller quorum entry `{part}`: bad id"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .with_context(|| format!("controller quorum entry `{part}`: address lacks a port"))?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            bail!("controller quorum entry `{part}`: bad address");
+        }
+        if voters.iter().any(|(v, _)| *v == id) {
+            bail!("controller quorum lists node {id} twice");
+        }
+        voters.push((id, addr.to_owned()));
+    }
+    if voters.is_empty() {
+        bail!("the controller quorum is empty");
+    }
+    Ok(voters)
+}
+
+impl Args {
+    /// Validates the flags, naming the bad value.
+    pub fn validate(self) -> anyhow::Result<ServerConfig> {
+        let mut roles = Roles {
+            broker: false,
+            controller: false,
+        };
+        for role in self
+            .roles
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+        {
+            match role {
+                "broker" => roles.broker = true,
+                "controller" => roles.controller = true,
+                other => bail!("unknown role `{other}` in --roles (expected broker, controller)"),
+            }
+        }
+        if !roles.broker && !roles.controller {
+            bail!("--roles must name at least one of broker, controller");
+        }
+        let quorum = parse_quorum(&self.controller_quorum)?;
+        let in_quorum = quorum.iter().find(|(id, _)| *id == self.node_id);
+        if roles.controller && in_quorum.is_none() {
+            bail!(
+                "node {} has the controller role but is not in --controller-quorum {}",
+                self.node_id,
+                self.controller_quorum
+            );
+        }
+        if !roles.controller && in_quorum.is_some() {
+            bail!(
+                "node {} is in --controller-quorum but lacks the controller role",
+                self.node_id
+            );
+        }
+        if self.broker_heartbeat_ms == 0
+            || self.broker_session_timeout_ms <= self.broker_heartbeat_ms
+        {
+            bail!(
+                "--broker-session-timeout-ms ({}) must exceed --broker-heartbeat-ms ({}), which must be > 0",
+                self.broker_session_timeout_ms,
+                self.broker_heartbeat_ms
+            );
+        }
+        if self.metadata_snapshot_entries == 0 {
+            bail!("--metadata-snapshot-entries must be > 0");
+        }
+        let advertised_controller = self
+            .advertised_controller_listener
+            .or_else(|| in_quorum.map(|(_, a)| a.clone()))
+            .unwrap_or_else(|| loopback_if_unspecified(self.controller_listen));
+        Ok(ServerConfig {
+            node_id: self.node_id,
+            roles,
+            listen: self.listen,
+            controller_listen: self.controller_listen,
+            http_listen: self.http_listen,
+            advertised: self
+                .advertised_listener
+                .unwrap_or_else(|| loopback_if_unspecified(self.listen)),
+            advertised_controller,
+            quorum,
+            data_dir: self.data_dir,
+            rack: self.rack.filter(|r| !r.is_empty()),
+            heartbeat: Duration::from_millis(self.broker_heartbeat_ms),
+            session_timeout: Duration::from_millis(self.broker_session_timeout_ms),
+            snapshot_entries: self.metadata_snapshot_entries,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> anyhow::Result<ServerConfig> {
+        let mut argv = vec!["weir-server"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv)?.validate()
+    }
+
+    #[test]
+    fn defaults_make_a_single_node_cluster() {
+        let c = args(&[]).unwrap();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(
+            c.roles,
+            Roles {
+                broker: true,
+                controller: true
+            }
+        );
+        assert_eq!(c.quorum, vec![(1, "127.0.0.1:9701".to_owned())]);
+        assert_eq!(c.advertised, "127.0.0.1:9700");
+        assert_eq!(c.advertised_controller, "127.0.0.1:9701");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (argv, needle) in [
+            (vec!["--roles", "broker,chef"], "chef"),
+            (vec!["--controller-quorum", "1@a:1,1@b:2"], "twice"),
+            (vec!["--controller-quorum", "x@a:1"], "x@a:1"),
+            (
+                vec!["--controller-quorum", "2@a:1"],
+                "not in --controller-quorum",
+            ),
+            (vec!["--roles", "broker"], "lacks the controller role"),
+            (vec!["--broker-heartbeat-ms", "5000"], "must exceed"),
+        ] {
+            let err = args(&argv).unwrap_err().to_string();
+            assert!(err.contains(needle), "{argv:?}: {err}");
+        }
+    }
+}

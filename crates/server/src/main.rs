@@ -1,0 +1,103 @@
+//! `weir-server`: one Weir node. Wires the roles together — the metadata quorum member
+//! (voter with the controller role, learner otherwise), the broker's session with the
+//! controller, and the HTTP endpoint — and shuts them down cleanly on SIGTERM or Ctrl-C.
+
+mod config;
+mod http;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::sync::watch;
+use weir_broker::lifecycle::{self, LifecycleConfig};
+use weir_meta::controller::ControllerConfig;
+use weir_meta::node::{MetaConfig, MetaNode};
+
+use crate::config::Args;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .init();
+    let config = Args::parse().validate()?;
+    tracing::info!(node = config.node_id, roles = ?config.roles, listen = %config.listen, data_dir = %config.data_dir.display(), "starting weir-server");
+
+    let mut meta_config = MetaConfig::new(
+        config.node_id,
+        config.roles.controller,
+        config.controller_listen,
+        config.advertised_controller.clone(),
+        config.quorum.clone(),
+        config.data_dir.join("metadata"),
+    );
+    meta_config.controller = ControllerConfig {
+        session_timeout: config.session_timeout,
+        ..ControllerConfig::default()
+    };
+    meta_config.snapshot_every = config.snapshot_entries;
+    let meta = MetaNode::start(meta_config)
+        .await
+        .context("starting the metadata quorum member")?;
+    tracing::info!(addr = %meta.local_addr(), "controller listener up");
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let broker = config.roles.broker.then(|| {
+        lifecycle::spawn(
+            LifecycleConfig {
+                broker_id: config.node_id,
+                advertised: config.advertised.clone(),
+                rack: config.rack.clone(),
+                controllers: config.quorum.iter().map(|(_, a)| a.clone()).collect(),
+                heartbeat_interval: config.heartbeat,
+            },
+            meta.subscribe(),
+            shutdown_rx.clone(),
+        )
+    });
+
+    let probe = http::Probe {
+        meta: meta.health(),
+        broker: broker.as_ref().map(|(_, status)| status.clone()),
+    };
+    let http = http::serve(config.http_listen, probe, shutdown_rx.clone())
+        .await
+        .with_context(|| format!("binding the HTTP listener {}", config.http_listen))?;
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    if let Some((task, _)) = broker {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    meta.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

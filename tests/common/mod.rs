@@ -1,0 +1,331 @@
+//! Cluster test harness: real `weir-server` processes on 127.0.0.1 with free ports and temp
+//! data directories. Every wait polls a condition against a deadline; every process is killed
+//! when the cluster is dropped, also when a test fails.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use weir_proto::controller::v1 as pb;
+use weir_proto::controller::v1::controller_client::ControllerClient;
+
+/// Path of the server binary built by cargo for these tests.
+pub const SERVER: &str = env!("CARGO_BIN_EXE_weir-server");
+
+/// A free TCP port on 127.0.0.1 (bound and released; the OS won't hand it out again soon).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One node's process and addresses.
+pub struct Node {
+    pub id: u64,
+    pub broker_port: u16,
+    pub controller_port: u16,
+    pub http_port: u16,
+    pub data_dir: PathBuf,
+    pub voter: bool,
+    child: Option<Child>,
+    log: PathBuf,
+    starts: usize,
+}
+
+impl Node {
+    pub fn controller_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.controller_port)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+/// A cluster of real processes.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    quorum: String,
+    env: Vec<(String, String)>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `voters` combined nodes (ids 1..) and `learners` broker-only nodes after them.
+    pub fn start(voters: u64, learners: u64, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = Vec::new();
+        for id in 1..=voters + learners {
+            nodes.push(Node {
+                id,
+                broker_port: free_port(),
+                controller_port: free_port(),
+                http_port: free_port(),
+                data_dir: dir.path().join(format!("node-{id}")),
+                voter: id <= voters,
+                child: None,
+                log: dir.path().join(format!("node-{id}.log")),
+                starts: 0,
+            });
+        }
+        let quorum = nodes
+            .iter()
+            .filter(|n| n.voter)
+            .map(|n| format!("{}@{}", n.id, n.controller_addr()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut cluster = Self {
+            nodes,
+            quorum,
+            env,
+            dir,
+        };
+        for id in 1..=voters + learners {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("no such node")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts (or restarts) node `id`'s process.
+    pub fn spawn(&mut self, id: u64) {
+        let quorum = self.quorum.clone();
+        let env = self.env.clone();
+        let node = self.node(id);
+        assert!(node.child.is_none(), "node {id} is already running");
+        node.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .unwrap();
+        let mut cmd = Command::new(SERVER);
+        cmd.env("WEIR_NODE_ID", id.to_string())
+            .env(
+                "WEIR_ROLES",
+                if node.voter {
+                    "broker,controller"
+                } else {
+                    "broker"
+                },
+            )
+            .env("WEIR_LISTEN", format!("127.0.0.1:{}", node.broker_port))
+            .env("WEIR_CONTROLLER_LISTEN", node.controller_addr())
+            .env("WEIR_HTTP_LISTEN", format!("127.0.0.1:{}", node.http_port))
+            .env("WEIR_CONTROLLER_QUORUM", quorum)
+            .env("WEIR_DATA_DIR", &node.data_dir)
+            .env("WEIR_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        node.child = Some(cmd.spawn().expect("spawning weir-server"));
+    }
+
+    /// SIGKILL: the process dies with no chance to clean up.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.node(id).child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait (at most 15 s) for a clean exit; returns the exit status success.
+    pub fn terminate(&mut self, id: u64) -> bool {
+        let Some(mut child) = self.node(id).child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// SIGSTOP / SIGCONT: freeze a node as if cut off from the network.
+    pub fn pause(&mut self, id: u64, paused: bool) {
+        let child = self.node(id).child.as_ref().expect("node not running");
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let _ = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status();
+    }
+
+    /// Removes a (stopped) node's data directory.
+    pub fn wipe(&mut self, id: u64) {
+        let node = self.node(id);
+        assert!(node.child.is_none(), "stop node {id} before wiping it");
+        let _ = std::fs::remove_dir_all(&node.data_dir);
+    }
+
+    /// The tail of a node's log, for failure messages.
+    pub fn log_tail(&mut self, id: u64) -> String {
+        let text = std::fs::read_to_string(&self.node(id).log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// A controller client for node `id` (lazy: never blocks).
+    pub fn client(&mut self, id: u64) -> ControllerClient<Channel> {
+        let addr = self.node(id).controller_addr();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_millis(300))
+            .timeout(Duration::from_secs(5))
+            .connect_lazy();
+        ControllerClient::new(channel)
+    }
+
+    /// GET /health of node `id`: the status code, or `None` if nothing answers.
+    pub fn health(&mut self, id: u64) -> Option<u16> {
+        let port = self.node(id).http_port;
+        http_status(port, "/health")
+    }
+
+    /// Waits until every running node answers /health with 200.
+    pub async fn wait_healthy(&mut self, timeout: Duration) {
+        let ids: Vec<u64> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.is_running().then_some(n.id))
+            .collect();
+        for id in ids {
+            let port = self.node(id).http_port;
+            let what = format!("node {id} healthy");
+            wait_for(&what, timeout, || async move {
+                (http_status(port, "/health") == Some(200)).then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// The controller leader as seen by a DescribeCluster answered through node `via`.
+    pub async fn leader_via(&mut self, via: u64) -> Option<u64> {
+        let mut client = self.client(via);
+        let r = client
+            .describe_cluster(pb::DescribeClusterRequest {})
+            .await
+            .ok()?
+            .into_inner();
+        (r.error.is_none() && r.controller_leader != 0).then_some(r.controller_leader)
+    }
+
+    /// Waits for a leader that answers DescribeCluster, asking any running node.
+    pub async fn wait_leader(&mut self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ids: Vec<u64> = self
+                .nodes
+                .iter_mut()
+                .filter_map(|n| n.is_running().then_some(n.id))
+                .collect();
+            for id in ids {
+                if let Some(leader) = self.leader_via(id).await {
+                    return leader;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no controller leader within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Creates a topic through node `via`; the error code (0 = success).
+    pub async fn create_topic(
+        &mut self,
+        via: u64,
+        name: &str,
+        partitions: i32,
+        rf: i32,
+    ) -> Result<pb::CreateTopicResponse, tonic::Status> {
+        let mut client = self.client(via);
+        let req = pb::CreateTopicRequest {
+            name: name.into(),
+            partitions,
+            replication_factor: rf,
+            configs: Default::default(),
+        };
+        client.create_topic(req).await.map(|r| r.into_inner())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = Command::new("kill")
+                    .arg("-CONT")
+                    .arg(child.id().to_string())
+                    .status();
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET on 127.0.0.1:`port`; the status code or `None`.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    let addr = format!("127.0.0.1:{port}").parse().ok()?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    let _ = stream.take(4096).read_to_string(&mut response);
+    response.split_whitespace().nth(1)?.parse().ok()
+}

@@ -1,0 +1,488 @@
+//! The metadata quorum with real `weir-server` processes: leader election, failover, restart
+//! from disk, catch-up by snapshot, minority partitions, broker fencing, learners, shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{wait_for, Cluster};
+use weir_proto::common::v1::ErrorCode;
+use weir_proto::controller::v1 as pb;
+
+/// Cluster tests run one at a time: each starts several processes on a 2-core machine, and
+/// Raft timing suffers when they all compete.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const STARTUP: Duration = Duration::from_secs(30);
+
+async fn describe_cluster(cluster: &mut Cluster, via: u64) -> pb::DescribeClusterResponse {
+    cluster
+        .client(via)
+        .describe_cluster(pb::DescribeClusterRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn describe_topic(cluster: &mut Cluster, via: u64, name: &str) -> pb::TopicDescription {
+    let req = pb::DescribeTopicsRequest {
+        names: vec![name.into()],
+    };
+    let r = cluster
+        .client(via)
+        .describe_topics(req)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    r.topics.into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn three_controllers_elect_a_leader_and_followers_forward_writes() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3, 0, &[]);
+    cluster.wait_healthy(STARTUP).await;
+    let leader = cluster.wait_leader(STARTUP).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+
+    // Every broker registers and is unfenced.
+    wait_for("3 active brokers", STARTUP, || {
+        let mut c = cluster.client(follower);
+        async move {
+            let r = c
+                .describe_cluster(pb::DescribeClusterRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            (r.brokers.iter().filter(|b| b.state == "active").count() == 3).then_some(())
+        }
+    })
+    .await;
+
+    let created = cluster
+        .create_topic(follower, "orders", 6, 3)
+        .await
+        .unwrap();
+    assert!(created.error.is_none(), "{:?}", created.error);
+    let topic = created.topic.unwrap();
+    assert_eq!(topic.partitions.len(), 6);
+    let mut leaders = std::collections::BTreeMap::new();
+    for p in &topic.partitions {
+        assert_eq!(p.replicas.iter().collect::<BTreeSet<_>>().len(), 3);
+        assert_eq!(p.isr.len(), 3);
+        *leaders.entry(p.leader).or_insert(0) += 1;
+    }
+    assert_eq!(
+        leaders.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "leaders spread evenly"
+    );
+
+    for id in 1..=3 {
+        assert_eq!(
+            describe_topic(&mut cluster, id, "orders")
+                .await
+                .partitions
+                .len(),
+            6
+        );
+    }
+    let cluster_view = describe_cluster(&mut cluster, 1).await;
+    assert_eq!(cluster_view.voters.len(), 3);
+    assert_eq!(cluster_view.controller_leader, leader);
+}
+
+#[tokio::test]
+async fn killing_the_leader_elects_a_new_one_and_the_old_one_catches_up_from_disk() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3, 0, &[]);
+    cluster.wait_healthy(STARTUP).await;
+    let old = cluster.wait_leader(STARTUP).await;
+    assert!(cluster
+        .create_topic(old, "before", 1, 1)
+        .await
+        .unwrap()
+        .error
+        .is_none());
+
+    cluster.kill(old);
+    let survivor = (1..=3).find(|id| *id != old).unwrap();
+    let new = wait_for("a new leader", Duration::from_secs(10), || {
+        let mut c = cluster.client(survivor);
+        async move {
+            let r = c
+                .describe_cluster(pb::DescribeClusterRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            (r.error.is_none() && r.controller_leader != 0 && r.controller_leader != old)
+                .then_some(r.controller_leader)
+        }
+    })
+    .await;
+    let created = cluster.create_topic(survivor, "after", 2, 2).await.unwrap();
+    assert!(
+        created.error.is_none(),
+        "the new leader {new} accepts writes: {:?}",
+        created.error
+    );
+
+    cluster.spawn(old);
+    cluster.wait_healthy(STARTUP).await;
+    // The restarted node replicated the write it missed: its match index reaches the end.
+    wait_for("old leader caught up", STARTUP, || {
+        let mut c = cluster.client(old);
+        async move {
+            let r = c
+                .describe_cluster(pb::DescribeClusterRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            let me = r.voters.iter().find(|v| v.id == old)?;
+            (me.lag == 0 && me.match_index > 0).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        describe_topic(&mut cluster, old, "after")
+            .await
+            .partitions
+            .len(),
+        2
+    );
+    assert_eq!(
+        describe_topic(&mut cluster, old, "before")
+            .await
+            .partitions
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_wiped_node_catches_up_by_snapshot() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3, 0, &[("WEIR_METADATA_SNAPSHOT_ENTRIES", "20")]);
+    cluster.wait_healthy(STARTUP).await;
+    let leader = cluster.wait_leader(STARTUP).await;
+    let victim = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.kill(victim);
+    cluster.wipe(victim);
+
+    // Far more entries than one snapshot interval: the leader snapshots and purges its log.
+    for i in 0..80 {
+        let r = cluster
+            .create_topic(leader, &format!("t{i}"), 1, 1)
+            .await
+            .unwrap();
+        assert!(r.error.is_none(), "{:?}", r.error);
+    }
+    cluster.spawn(victim);
+    cluster.wait_healthy(STARTUP).await;
+    wait_for("wiped node caught up", STARTUP, || {
+        let mut c = cluster.client(leader);
+        async move {
+            let r = c
+                .describe_cluster(pb::DescribeClusterRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            let v = r.voters.iter().find(|v| v.id == victim)?;
+            (v.lag == 0 && v.match_index > 80).then_some(())
+        }
+    })
+    .await;
+    let log = cluster.log_tail(victim);
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[tokio::test]
+async fn a_minority_cannot_commit() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3, 0, &[]);
+    cluster.wait_healthy(STARTUP).await;
+    let leader = cluster.wait_leader(STARTUP).await;
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for f in &followers {
+        cluster.pause(*f, true);
+    }
+    let mut client = cluster.client(leader);
+    let attempt = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.create_topic(pb::CreateTopicRequest {
+            name: "lonely".into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: Default::default(),
+        }),
+    )
+    .await;
+    let committed = matches!(&attempt, Ok(Ok(r)) if r.get_ref().error.is_none());
+    assert!(
+        !committed,
+        "a leader cut off from both followers committed a write: {attempt:?}"
+    );
+    for f in &followers {
+        cluster.pause(*f, false);
+    }
+    // The majority side heals and the cluster takes writes again.
+    let leader = cluster.wait_leader(STARTUP).await;
+    let r = wait_for("a write after healing", STARTUP, || {
+        let mut c = cluster.client(leader);
+        async move {
+            let req = pb::CreateTopicRequest {
+                name: "healed".into(),
+                partitions: 1,
+                replication_factor: 1,
+                configs: Default::default(),
+            };
+            let r = c.create_topic(req).await.ok()?.into_inner();
+            r.error.is_none().then_some(r)
+        }
+    })
+    .await;
+    assert!(r.topic.is_some());
+}
+
+#[tokio::test]
+async fn a_dead_broker_is_fenced_and_its_partitions_get_new_leaders() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3, 0, &[]);
+    cluster.wait_healthy(STARTUP).await;
+    let controller = cluster.wait_leader(STARTUP).await;
+    wait_for("3 active brokers", STARTUP, || {
+        let mut c = cluster.client(controller);
+        async move {
+            let r = c
+                .describe_cluster(pb::DescribeClusterRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            (r.brokers.iter().filter(|b| b.state == "active").count() == 3).then_some(())
+        }
+    })
+    .await;
+    let topic = cluster
+        .create_topic(controller, "fenced", 6, 3)
+        .await
+        .unwrap()
+        .topic
+        .unwrap();
+    let victim = (1..=3).find(|id| *id != controller).unwrap();
+    let led: Vec<&pb::PartitionState> = topic
+        .partitions
+        .iter()
+        .filter(|p| p.leader == victim as i64)
+        .collect();
+    assert!(!led.is_empty());
+
+    let killed_at = Instant::now();
+    cluster.kill(victim);
+    let moved = wait_for(
+        "partitions of the dead broker re-led",
+        Duration::from_secs(15),
+        || {
+            let mut c = cluster.client(controller);
+            async move {
+                let req = pb::DescribeTopicsRequest {
+                    names: vec!["fenced".into()],
+                };
+                let t = c
+                    .describe_topics(req)
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .topics
+                    .pop()?;
+                t.partitions
+                    .iter()
+                    .all(|p| p.leader != victim as i64)
+                    .then_some(t)
+            }
+        },
+    )
+    .await;
+    let elapsed = killed_at.elapsed();
+    for p in &moved.partitions {
+        assert!(!p.isr.contains(&victim), "{p:?}");
+        assert!(p.leader >= 0);
+        if led.iter().any(|o| o.partition == p.partition) {
+            let before = led.iter().find(|o| o.partition == p.partition).unwrap();
+            assert_eq!(p.leader_epoch, before.leader_epoch + 1);
+        }
+    }
+    assert!(elapsed < Duration::from_secs(15));
+    let view = describe_cluster(&mut cluster, controller).await;
+    assert_eq!(
+        view.brokers.iter().find(|b| b.id == victim).unwrap().state,
+        "fenced"
+    );
+
+    // Back from the dead: it registers again and is unfenced once caught up.
+    cluster.spawn(victim);
+    wait_for("restarted broker active", STARTUP, || {
+        let mut c = cluster.client(controller);
+        async move {
+            let r = c
+                .describe_cluster(pb::DescribeClusterRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            (r.brokers.iter().find(|b| b.id == victim)?.state == "active").then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_broker_only_node_follows_the_log_as_a_learner() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3, 1, &[]);
+    cluster.wait_healthy(STARTUP).await;
+    let leader = cluster.wait_leader(STARTUP).await;
+    wait_for(
+        "learner 4 in the quorum and its broker active",
+        STARTUP,
+        || {
+            let mut c = cluster.client(leader);
+            async move {
+                let r = c
+                    .describe_cluster(pb::DescribeClusterRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                let learner = r.learners.iter().any(|l| l.id == 4);
+                let active = r.brokers.iter().any(|b| b.id == 4 && b.state == "active");
+                (learner && active && r.voters.len() == 3).then_some(())
+            }
+        },
+    )
+    .await;
+    let r = cluster.create_topic(4, "via-learner", 4, 4).await.unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(cluster.health(4), Some(200));
+}
+
+#[tokio::test]
+async fn sigterm_hands_leadership_over_and_exits_cleanly() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3, 0, &[]);
+    cluster.wait_healthy(STARTUP).await;
+    let leader = cluster.wait_leader(STARTUP).await;
+    let started = Instant::now();
+    assert!(cluster.terminate(leader), "weir-server exits 0 on SIGTERM");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let survivor = (1..=3).find(|id| *id != leader).unwrap();
+    let new = wait_for("new leader", Duration::from_secs(10), || {
+        let mut c = cluster.client(survivor);
+        async move {
+            let r = c
+                .describe_cluster(pb::DescribeClusterRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            (r.controller_leader != 0 && r.controller_leader != leader)
+                .then_some(r.controller_leader)
+        }
+    })
+    .await;
+    assert_ne!(new, leader);
+}
+
+#[tokio::test]
+async fn bad_admin_requests_get_typed_errors_and_change_nothing() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(1, 0, &[]);
+    cluster.wait_healthy(STARTUP).await;
+    cluster.wait_leader(STARTUP).await;
+    wait_for("broker active", STARTUP, || {
+        let mut c = cluster.client(1);
+        async move {
+            let r = c
+                .describe_cluster(pb::DescribeClusterRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            (r.brokers.iter().any(|b| b.state == "active")).then_some(())
+        }
+    })
+    .await;
+    let code = |r: pb::CreateTopicResponse| r.error.map(|e| e.code).unwrap_or(0);
+    let cases = [
+        ("bad name!", 1, 1, ErrorCode::InvalidTopic),
+        ("..", 1, 1, ErrorCode::InvalidTopic),
+        ("ok", 0, 1, ErrorCode::InvalidPartitions),
+        ("ok", 1, 2, ErrorCode::InvalidReplicationFactor),
+        ("ok", 1, 0, ErrorCode::InvalidReplicationFactor),
+    ];
+    for (name, partitions, rf, expected) in cases {
+        let r = cluster.create_topic(1, name, partitions, rf).await.unwrap();
+        assert_eq!(code(r), expected as i32, "{name} {partitions} {rf}");
+    }
+    let mut client = cluster.client(1);
+    let bad_config = pb::CreateTopicRequest {
+        name: "cfg".into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: [("retention.ms".to_owned(), "forever".to_owned())].into(),
+    };
+    let r = client.create_topic(bad_config).await.unwrap().into_inner();
+    assert_eq!(r.error.unwrap().code, ErrorCode::InvalidConfig as i32);
+    assert!(cluster
+        .create_topic(1, "dup", 1, 1)
+        .await
+        .unwrap()
+        .error
+        .is_none());
+    let r = cluster.create_topic(1, "dup", 3, 1).await.unwrap();
+    assert_eq!(code(r), ErrorCode::TopicAlreadyExists as i32);
+    let r = client
+        .delete_topic(pb::DeleteTopicRequest {
+            name: "nope".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.error.unwrap().code,
+        ErrorCode::UnknownTopicOrPartition as i32
+    );
+
+    let all = client
+        .describe_topics(pb::DescribeTopicsRequest { names: vec![] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        all.topics
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>(),
+        ["dup"]
+    );
+    assert_eq!(all.topics[0].partitions.len(), 1);
+}
+
+#[test]
+fn bad_flags_exit_non_zero_with_a_clear_message() {
+    for (args, needle) in [
+        (vec!["--roles", "chef"], "unknown role `chef`"),
+        (vec!["--controller-quorum", "1@nohost"], "lacks a port"),
+        (vec!["--node-id", "x"], "invalid value 'x'"),
+    ] {
+        let out = std::process::Command::new(common::SERVER)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}

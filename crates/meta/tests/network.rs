@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use openraft::error::{Fatal, InitializeError, RPCError, RaftError};
 use openraft::network::RPCOption;
 use openraft::raft::{VoteRequest, VoteResponse};
-use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory, Vote};
+use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory, ServerState, Vote};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -371,19 +371,38 @@ async fn three_node_cluster(
             Err(e) => return Err(e.into()),
         }
     }
-    let metrics = nodes[0]
-        .raft
-        .wait(Some(WAIT))
-        .metrics(|m| m.current_leader.is_some(), "node 1 knows a leader")
-        .await?;
-    let leader = metrics.current_leader.ok_or("no leader")?;
-    for node in &nodes {
-        node.raft
-            .wait(Some(WAIT))
-            .current_leader(leader, format!("node {} follows {leader}", node.id))
-            .await?;
-    }
+    let leader = agreed_leader(&nodes).await?;
     Ok((nodes, leader))
+}
+
+/// Waits until every node follows the same leader, in the same term, and that leader knows it
+/// leads. (Early in an election a node may briefly see another leader: openraft lets a greater
+/// vote of the same term take over.)
+async fn agreed_leader(nodes: &[TestNode]) -> Result<u64, BoxError> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut changes = nodes[0].raft.metrics();
+    loop {
+        let metrics: Vec<_> = nodes
+            .iter()
+            .map(|n| n.raft.metrics().borrow().clone())
+            .collect();
+        if let Some(leader) = metrics[0].current_leader {
+            let agreed = metrics.iter().all(|m| {
+                m.current_leader == Some(leader) && m.current_term == metrics[0].current_term
+            });
+            let leads = metrics
+                .iter()
+                .any(|m| m.id == leader && m.state == ServerState::Leader);
+            if agreed && leads {
+                return Ok(leader);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("no agreed leader within {WAIT:?}: {metrics:?}").into());
+        }
+        // Re-check on any change of node 1, and at least every 50 ms for the others.
+        let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
+    }
 }
 
 fn register(id: u64, address: &str) -> Command {

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --release -p weir-server --test quorum_bench -- --ignored --nocapture --test-threads 1 "$@" \
-  | grep '^{"bench"'
+  | grep -o '{"bench".*'

@@ -1,8 +1,22 @@
 //! Weir's broker role: the client-facing gRPC services (Produce, Fetch, ListOffsets, Metadata,
-//! Admin), the replica manager that leads or follows each partition, ISR replication and,
-//! later, the group coordinator.
+//! Admin), the replica manager that leads or follows each partition, and ISR replication
+//! (Kafka's model, not Raft per partition; see DESIGN.md "The data path").
 //!
-//! So far the broker registers with the controller quorum and keeps its session alive
-//! ([`lifecycle`]); the data path arrives with the broker data-path work.
+//! - [`lifecycle`]: registration and heartbeats with the controller quorum.
+//! - [`manager`]: the partitions this broker holds, kept in step with the metadata log.
+//! - [`partition`]: one replica — its log, leader/follower role, ISR and high watermark.
+//! - [`fetcher`]: a follower's replication from its leader (truncate, then fetch).
+//! - [`service`]: the gRPC services; [`convert`]: plain protobuf records ↔ batches.
+//! - [`error`]: the broker's error and its wire codes.
 
+pub mod convert;
+pub mod error;
+pub mod fetcher;
 pub mod lifecycle;
+pub mod manager;
+pub mod partition;
+pub mod service;
+
+pub use error::BrokerError;
+pub use manager::{BrokerConfig, ReplicaManager};
+pub use service::BrokerService;

@@ -28,3 +28,11 @@ pub mod controller {
         tonic::include_proto!("weir.controller.v1");
     }
 }
+
+/// The broker's client API (produce, fetch, offsets, metadata, admin) and replication API.
+pub mod broker {
+    /// Version 1 (`weir.broker.v1`).
+    pub mod v1 {
+        tonic::include_proto!("weir.broker.v1");
+    }
+}

@@ -56,6 +56,10 @@ pub struct Args {
     /// A broker silent this long (ms) is fenced by the controller.
     #[arg(long, env = "WEIR_BROKER_SESSION_TIMEOUT_MS", default_value_t = 3000)]
     pub broker_session_timeout_ms: u64,
+    /// A follower that has not caught up with its leader for this long (ms) leaves the ISR
+    /// (Kafka's replica.lag.time.max.ms).
+    #[arg(long, env = "WEIR_REPLICA_LAG_TIME_MAX_MS", default_value_t = 10_000)]
+    pub replica_lag_time_max_ms: u64,
     /// Snapshot the metadata log every this many entries (and purge what it covers).
     #[arg(long, env = "WEIR_METADATA_SNAPSHOT_ENTRIES", default_value_t = 5000)]
     pub metadata_snapshot_entries: u64,
@@ -105,6 +109,8 @@ pub struct ServerConfig {
     pub session_timeout: Duration,
     /// Metadata snapshot interval in entries.
     pub snapshot_entries: u64,
+    /// replica.lag.time.max.ms.
+    pub replica_lag_time_max: Duration,
 }
 
 fn loopback_if_unspecified(addr: SocketAddr) -> String {
@@ -211,6 +217,7 @@ impl Args {
             heartbeat: Duration::from_millis(self.broker_heartbeat_ms),
             session_timeout: Duration::from_millis(self.broker_session_timeout_ms),
             snapshot_entries: self.metadata_snapshot_entries,
+            replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms.max(1)),
         })
     }
 }

@@ -5,12 +5,14 @@
 mod config;
 mod http;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use tokio::sync::watch;
 use weir_broker::lifecycle::{self, LifecycleConfig};
+use weir_broker::{BrokerConfig, BrokerService, ReplicaManager};
 use weir_meta::controller::ControllerConfig;
 use weir_meta::node::{MetaConfig, MetaNode};
 
@@ -60,6 +62,11 @@ async fn main() -> anyhow::Result<()> {
         )
     });
 
+    let data_path = match config.roles.broker {
+        true => Some(start_broker(&config, &meta, shutdown_rx.clone()).await?),
+        false => None,
+    };
+
     let probe = http::Probe {
         meta: meta.health(),
         broker: broker.as_ref().map(|(_, status)| status.clone()),
@@ -71,6 +78,11 @@ async fn main() -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
+    if let Some((server, manager)) = data_path {
+        let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        // The replica manager closes every log cleanly before it returns.
+        let _ = tokio::time::timeout(Duration::from_secs(30), manager).await;
+    }
     if let Some((task, _)) = broker {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
@@ -78,6 +90,44 @@ async fn main() -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the broker's data path: the replica manager following the metadata, and the broker
+/// listener serving the client and replication APIs.
+async fn start_broker(
+    config: &config::ServerConfig,
+    meta: &MetaNode,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)> {
+    let manager = ReplicaManager::new(
+        BrokerConfig {
+            broker_id: config.node_id,
+            logs_dir: config.data_dir.join("logs"),
+            replica_lag_time_max: config.replica_lag_time_max,
+            controllers: config.quorum.iter().map(|(_, a)| a.clone()).collect(),
+        },
+        meta.subscribe(),
+    );
+    let service = BrokerService::new(Arc::clone(&manager));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the broker listener {}", config.listen))?;
+    tracing::info!(addr = %config.listen, advertised = %config.advertised, "broker listener up");
+    let mut stop = shutdown.clone();
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(service.broker_server())
+        .add_service(service.replication_server())
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+    let server = tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "broker listener failed");
+        }
+    });
+    let manager = tokio::spawn(manager.run(shutdown));
+    Ok((server, manager))
 }
 
 async fn wait_for_signal() {

@@ -830,6 +830,12 @@ impl PartitionLog {
     /// Flushes everything, writes the checkpoints and the clean-shutdown marker, so the next
     /// open skips recovery. A log that went offline is closed without the marker.
     pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    /// Like [`Self::close`] for a log that is shared (behind a lock): afterwards it refuses
+    /// writes as if offline, so nothing lands after the clean-shutdown marker.
+    pub fn shutdown(&mut self) -> Result<()> {
         self.check_online()?;
         for segment in self.segments.values_mut() {
             segment.flush()?;
@@ -840,7 +846,9 @@ impl PartitionLog {
         std::fs::File::create(&marker)
             .and_then(|f| f.sync_all())
             .ctx("write clean-shutdown marker", &marker)?;
-        checkpoint::sync_dir(&self.dir)
+        checkpoint::sync_dir(&self.dir)?;
+        self.offline = Some("closed".into());
+        Ok(())
     }
 
     /// Deletes the whole log directory (the partition was deleted or moved away).

@@ -82,8 +82,11 @@ pub struct StateMachineStore {
 
 impl Debug for StateMachineStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `try_lock`: formatting must not deadlock if this thread is applying.
+        let last_applied = self.shared.applied.try_lock().ok().map(|a| a.last_applied);
         f.debug_struct("StateMachineStore")
-            .field("last_applied", &self.last_applied())
+            .field("last_applied", &last_applied)
+            .field("version", &self.current().version)
             .finish_non_exhaustive()
     }
 }
@@ -129,7 +132,8 @@ impl StateMachineStore {
     }
 
     /// A receiver of the metadata state, which sees a new value after each applied batch of
-    /// log entries and each installed snapshot.
+    /// log entries and each installed snapshot. Clone the `Arc` out of `borrow()` rather than
+    /// holding the guard: a held guard blocks the next publication.
     pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataState>> {
         self.shared.state_tx.subscribe()
     }

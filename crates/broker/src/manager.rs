@@ -1,0 +1,359 @@
+//! The replica manager: the partitions this broker holds, kept in step with the metadata.
+//!
+//! It follows the metadata image (the local replica of the metadata log) and reacts to every
+//! change in log order: it opens logs for new replicas, becomes leader or follower with the
+//! leader epoch the controller chose, (re)starts follower fetchers, adopts ISR changes, and
+//! deletes the logs of partitions it no longer holds. Alongside, it asks the controller to
+//! shrink the ISR of partitions it leads when a follower lags longer than
+//! `replica.lag.time.max.ms`, and runs log upkeep (flush.ms, retention, checkpoints).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+use weir_meta::topic_config::MIN_INSYNC_REPLICAS;
+use weir_meta::{MetadataState, NodeId, TopicInfo};
+use weir_proto::controller::v1 as cpb;
+use weir_proto::controller::v1::controller_client::ControllerClient;
+use weir_storage::LogConfig;
+
+use crate::fetcher;
+use crate::partition::{IsrChange, Partition};
+
+/// Broker settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// This broker's id.
+    pub broker_id: NodeId,
+    /// Where partition directories live (`<data-dir>/logs`).
+    pub logs_dir: PathBuf,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up for this long leaves the
+    /// ISR. Default 10 s.
+    pub replica_lag_time_max: Duration,
+    /// Controller addresses, for AlterPartition and admin forwarding.
+    pub controllers: Vec<String>,
+}
+
+/// Topic configs as a log config (keys were validated by the controller) and
+/// `min.insync.replicas`.
+pub fn log_config_for(topic: &TopicInfo) -> (LogConfig, usize) {
+    let mut config = LogConfig::default();
+    for (key, value) in &topic.configs {
+        if LogConfig::KEYS.contains(&key.as_str()) {
+            if let Err(e) = config.set(key, value) {
+                tracing::warn!(topic = %topic.name, error = %e, "ignoring invalid topic config");
+            }
+        }
+    }
+    let min_insync = topic.configs.get(MIN_INSYNC_REPLICAS).and_then(|v| v.parse().ok()).unwrap_or(1);
+    (config, min_insync)
+}
+
+type Key = (String, u32);
+
+/// The partitions of this broker.
+pub struct ReplicaManager {
+    config: BrokerConfig,
+    partitions: RwLock<HashMap<Key, Arc<Partition>>>,
+    fetchers: Mutex<HashMap<Key, JoinHandle<()>>>,
+    metadata: watch::Receiver<Arc<MetadataState>>,
+    channels: Mutex<HashMap<String, Channel>>,
+    next_controller: Mutex<usize>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ReplicaManager {
+    /// A manager following `metadata`.
+    pub fn new(config: BrokerConfig, metadata: watch::Receiver<Arc<MetadataState>>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            partitions: RwLock::new(HashMap::new()),
+            fetchers: Mutex::new(HashMap::new()),
+            metadata,
+            channels: Mutex::new(HashMap::new()),
+            next_controller: Mutex::new(0),
+        })
+    }
+
+    /// This broker's id.
+    pub fn broker_id(&self) -> NodeId {
+        self.config.broker_id
+    }
+
+    /// The metadata image.
+    pub fn metadata(&self) -> Arc<MetadataState> {
+        self.metadata.borrow().clone()
+    }
+
+    /// The local replica of a partition.
+    pub fn partition(&self, topic: &str, index: u32) -> Option<Arc<Partition>> {
+        self.partitions.read().unwrap_or_else(|e| e.into_inner()).get(&(topic.to_owned(), index)).cloned()
+    }
+
+    /// Every local replica.
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// The address of broker `id` from the metadata.
+    pub fn broker_address(&self, id: NodeId) -> Option<String> {
+        self.metadata.borrow().brokers.get(&id).map(|b| b.address.clone())
+    }
+
+    /// The address of the current leader of a partition, from the metadata.
+    pub fn leader_address(&self, topic: &str, index: u32) -> Option<String> {
+        let leader = {
+            let state = self.metadata.borrow();
+            state.topics.get(topic)?.partitions.get(index as usize)?.leader?
+        };
+        self.broker_address(leader)
+    }
+
+    /// A cached channel to another broker or a controller.
+    pub fn channel(&self, addr: &str) -> Option<Channel> {
+        let mut channels = lock(&self.channels);
+        if let Some(c) = channels.get(addr) {
+            return Some(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).ok()?;
+        let channel = endpoint
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .connect_lazy();
+        channels.insert(addr.to_owned(), channel.clone());
+        Some(channel)
+    }
+
+    /// A controller client (round robin; any controller forwards to the leader).
+    pub fn controller(&self) -> Option<ControllerClient<Channel>> {
+        if self.config.controllers.is_empty() {
+            return None;
+        }
+        let i = {
+            let mut next = lock(&self.next_controller);
+            *next = next.wrapping_add(1);
+            *next % self.config.controllers.len()
+        };
+        self.channel(&self.config.controllers[i]).map(ControllerClient::new)
+    }
+
+    /// Follows the metadata until `shutdown`, then stops fetchers and closes every log
+    /// cleanly.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut metadata = self.metadata.clone();
+        let mut upkeep = tokio::time::interval(Duration::from_secs(1));
+        upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let isr_period = (self.config.replica_lag_time_max / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let mut isr_check = tokio::time::interval(isr_period);
+        isr_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_checkpoint = Instant::now();
+        let first = metadata.borrow_and_update().clone();
+        self.apply_metadata(&first).await;
+        loop {
+            tokio::select! {
+                changed = metadata.changed() => {
+                    if changed.is_err() { break; }
+                    let state = metadata.borrow_and_update().clone();
+                    self.apply_metadata(&state).await;
+                }
+                _ = isr_check.tick() => self.check_isr(),
+                _ = upkeep.tick() => {
+                    let checkpoint = last_checkpoint.elapsed() >= Duration::from_secs(30);
+                    if checkpoint { last_checkpoint = Instant::now(); }
+                    self.upkeep(checkpoint).await;
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.close().await;
+    }
+
+    async fn upkeep(&self, checkpoint: bool) {
+        let partitions = self.all_partitions();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let result = tokio::task::spawn_blocking(move || {
+            for p in partitions {
+                if let Err(e) = p.maintain(now_ms, checkpoint) {
+                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "log upkeep failed");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "log upkeep task failed");
+        }
+    }
+
+    async fn close(&self) {
+        for (_, task) in lock(&self.fetchers).drain() {
+            task.abort();
+        }
+        let partitions = self.all_partitions();
+        let _ = tokio::task::spawn_blocking(move || {
+            for p in partitions {
+                if let Err(e) = p.close() {
+                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "closing log failed");
+                }
+            }
+        })
+        .await;
+    }
+
+    fn stop_fetcher(&self, key: &Key) {
+        if let Some(task) = lock(&self.fetchers).remove(key) {
+            task.abort();
+        }
+    }
+
+    /// Brings the local replicas in line with `state`.
+    async fn apply_metadata(self: &Arc<Self>, state: &MetadataState) {
+        let me = self.config.broker_id;
+        let mut wanted = Vec::new();
+        for (name, topic) in &state.topics {
+            for (i, p) in topic.partitions.iter().enumerate() {
+                if p.replicas.contains(&me) {
+                    wanted.push((name.clone(), i as u32));
+                }
+            }
+        }
+        // Replicas to drop: topic deleted, recreated under a new id, or reassigned.
+        let stale: Vec<(Key, Arc<Partition>)> = {
+            let partitions = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+            partitions
+                .iter()
+                .filter(|(key, part)| {
+                    let same_topic = state.topics.get(&key.0).is_some_and(|t| t.id == part.topic_id);
+                    !same_topic || !wanted.contains(key)
+                })
+                .map(|(k, p)| (k.clone(), Arc::clone(p)))
+                .collect()
+        };
+        for (key, part) in stale {
+            self.stop_fetcher(&key);
+            self.partitions.write().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            tracing::info!(topic = %key.0, partition = key.1, "removing replica");
+            let deleted = tokio::task::spawn_blocking(move || part.delete()).await;
+            if let Ok(Err(e)) = deleted {
+                tracing::warn!(error = %e, "deleting a removed replica's log failed");
+            }
+        }
+
+        for key in wanted {
+            let Some(topic) = state.topics.get(&key.0) else { continue };
+            let Some(info) = topic.partitions.get(key.1 as usize) else { continue };
+            let (log_config, min_insync) = log_config_for(topic);
+            let part = match self.partition(&key.0, key.1) {
+                Some(part) => part,
+                None => match self.open_partition(&key, &topic.id, log_config.clone()).await {
+                    Some(part) => part,
+                    None => continue,
+                },
+            };
+            part.set_config(log_config, min_insync);
+            match info.leader {
+                Some(leader) if leader == me => {
+                    self.stop_fetcher(&key);
+                    part.make_leader(info.leader_epoch, info.partition_epoch, &info.replicas, &info.isr, min_insync);
+                }
+                leader => {
+                    let changed = part.make_follower(leader, info.leader_epoch);
+                    let running = lock(&self.fetchers).get(&key).is_some_and(|t| !t.is_finished());
+                    if changed || (leader.is_some() && !running) {
+                        self.stop_fetcher(&key);
+                        if let Some(leader) = leader {
+                            let task = tokio::spawn(fetcher::run(Arc::clone(self), Arc::clone(&part), leader, info.leader_epoch));
+                            lock(&self.fetchers).insert(key.clone(), task);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn open_partition(&self, key: &Key, topic_id: &str, config: LogConfig) -> Option<Arc<Partition>> {
+        let dir = self.config.logs_dir.join(format!("{}-{}", key.0, key.1));
+        let (topic, index, id, me) = (key.0.clone(), key.1, topic_id.to_owned(), self.config.broker_id);
+        let opened = tokio::task::spawn_blocking(move || {
+            // A directory left by an earlier topic of the same name is not this topic's log.
+            let id_file = dir.join("partition.metadata");
+            if let Ok(existing) = std::fs::read_to_string(&id_file) {
+                if existing.trim() != id {
+                    tracing::info!(dir = %dir.display(), "log belongs to an older topic of the same name; removing it");
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            std::fs::write(&id_file, &id).map_err(|e| e.to_string())?;
+            Partition::open(&dir, &topic, index, &id, me, config).map_err(|e| e.to_string())
+        })
+        .await;
+        match opened {
+            Ok(Ok(part)) => {
+                let part = Arc::new(part);
+                self.partitions.write().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), Arc::clone(&part));
+                Some(part)
+            }
+            Ok(Err(e)) => {
+                tracing::error!(topic = %key.0, partition = key.1, error = %e, "cannot open partition log");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "opening a partition log panicked");
+                None
+            }
+        }
+    }
+
+    /// Asks the controller to shrink the ISR of led partitions whose followers lag.
+    fn check_isr(self: &Arc<Self>) {
+        for part in self.all_partitions() {
+            if let Some(change) = part.isr_shrink(self.config.replica_lag_time_max) {
+                tracing::info!(topic = %part.topic, partition = part.index, isr = ?change.isr, "shrinking ISR");
+                self.request_isr_change(part, change);
+            }
+        }
+    }
+
+    /// Sends an ISR change to the controller in the background; the partition adopts the
+    /// answer.
+    pub fn request_isr_change(self: &Arc<Self>, part: Arc<Partition>, change: IsrChange) {
+        let me = self.config.broker_id;
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let Some(mut client) = this.controller() else {
+                part.isr_change_done(None);
+                return;
+            };
+            let req = cpb::AlterPartitionRequest {
+                topic: part.topic.clone(),
+                partition: part.index,
+                leader: me,
+                leader_epoch: change.leader_epoch,
+                partition_epoch: change.partition_epoch,
+                isr: change.isr.clone(),
+            };
+            let result = tokio::time::timeout(Duration::from_secs(5), client.alter_partition(req)).await;
+            match result {
+                Ok(Ok(r)) => {
+                    let r = r.into_inner();
+                    if let Some(e) = &r.error {
+                        tracing::info!(topic = %part.topic, partition = part.index, error = %e.message, "ISR change refused");
+                    }
+                    let adopted = r.partition.map(|p| (p.leader_epoch, p.partition_epoch, p.isr));
+                    part.isr_change_done(adopted);
+                }
+                _ => part.isr_change_done(None),
+            }
+        });
+    }
+}

@@ -1,0 +1,500 @@
+//! One partition replica on this broker: its log, whether it leads or follows, and — when it
+//! leads — each follower's progress, the ISR and the high watermark.
+//!
+//! The high watermark (HW) is the smallest log end offset (LEO) among the ISR, never moving
+//! backwards; a follower in the ISR whose LEO is not known yet (no fetch since this broker
+//! became leader) holds it where it is. Consumers read below the HW only; acks=all completes
+//! once the HW passes the batch.
+//!
+//! Everything that waits on the partition (consumer fetch streams, replica fetch sessions,
+//! acks=all producers) watches one [`View`], published after every change, so nothing polls.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use weir_meta::NodeId;
+use weir_proto::common::v1::ErrorCode;
+use weir_storage::{AppendInfo, LogConfig, PartitionLog};
+
+use crate::error::BrokerError;
+
+/// What waiters need to know, published on every change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    /// Log end offset.
+    pub log_end: i64,
+    /// High watermark (leader's view; on a follower, the last HW the leader sent).
+    pub high_watermark: i64,
+    /// Log start offset.
+    pub log_start: i64,
+    /// Leader epoch this replica is in.
+    pub leader_epoch: i32,
+    /// Whether this replica leads.
+    pub leading: bool,
+}
+
+/// A follower's progress as the leader sees it.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// Its LEO from its last fetch; `None` until it fetches in this leader epoch.
+    log_end: Option<i64>,
+    /// Last time it had everything the leader had (at the previous answer).
+    caught_up_at: Instant,
+    /// The leader's LEO when it last answered this follower, and when.
+    answered_leo: i64,
+    answered_at: Instant,
+}
+
+#[derive(Debug)]
+struct Leading {
+    epoch: i32,
+    partition_epoch: i32,
+    replicas: Vec<NodeId>,
+    isr: Vec<NodeId>,
+    followers: HashMap<NodeId, Progress>,
+    /// An AlterPartition is on its way to the controller; don't send another.
+    isr_change_in_flight: bool,
+}
+
+#[derive(Debug)]
+enum Role {
+    Leader(Leading),
+    Follower { leader: Option<NodeId>, epoch: i32 },
+}
+
+#[derive(Debug)]
+struct State {
+    role: Role,
+    high_watermark: i64,
+    min_insync: usize,
+}
+
+/// A requested ISR change for the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    /// Leader epoch of the leader asking.
+    pub leader_epoch: i32,
+    /// Partition epoch it last saw.
+    pub partition_epoch: i32,
+    /// The ISR it wants.
+    pub isr: Vec<NodeId>,
+}
+
+/// One partition replica.
+pub struct Partition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub index: u32,
+    /// Id of the topic incarnation this log belongs to.
+    pub topic_id: String,
+    broker_id: NodeId,
+    log: RwLock<PartitionLog>,
+    state: Mutex<State>,
+    view: watch::Sender<View>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Partition {
+    /// Opens (and recovers) the log in `dir`; the replica starts as a follower with no leader.
+    /// Blocking: call off the async workers.
+    pub fn open(dir: &Path, topic: &str, index: u32, topic_id: &str, broker_id: NodeId, config: LogConfig) -> Result<Self, BrokerError> {
+        let log = PartitionLog::open(dir, config)?;
+        let view = View {
+            log_end: log.log_end_offset(),
+            high_watermark: log.log_start_offset(),
+            log_start: log.log_start_offset(),
+            leader_epoch: -1,
+            leading: false,
+        };
+        Ok(Self {
+            topic: topic.to_owned(),
+            index,
+            topic_id: topic_id.to_owned(),
+            broker_id,
+            state: Mutex::new(State {
+                role: Role::Follower { leader: None, epoch: -1 },
+                high_watermark: view.high_watermark,
+                min_insync: 1,
+            }),
+            log: RwLock::new(log),
+            view: watch::channel(view).0,
+        })
+    }
+
+    /// The current view.
+    pub fn view(&self) -> View {
+        *self.view.borrow()
+    }
+
+    /// Watches the view.
+    pub fn subscribe(&self) -> watch::Receiver<View> {
+        self.view.subscribe()
+    }
+
+    fn publish(&self, state: &State) {
+        let (leo, start) = {
+            let log = self.log.read().unwrap_or_else(|e| e.into_inner());
+            (log.log_end_offset(), log.log_start_offset())
+        };
+        let (leading, epoch) = match &state.role {
+            Role::Leader(l) => (true, l.epoch),
+            Role::Follower { epoch, .. } => (false, *epoch),
+        };
+        let view = View { log_end: leo, high_watermark: state.high_watermark, log_start: start, leader_epoch: epoch, leading };
+        self.view.send_if_modified(|v| {
+            let changed = *v != view;
+            *v = view;
+            changed
+        });
+    }
+
+    /// Becomes (or stays) the leader in `epoch`. Followers get a fresh grace period for the
+    /// ISR check; the HW starts where this replica last knew it and advances as they fetch.
+    pub fn make_leader(&self, epoch: i32, partition_epoch: i32, replicas: &[NodeId], isr: &[NodeId], min_insync: usize) {
+        let mut state = lock(&self.state);
+        state.min_insync = min_insync.max(1);
+        match &mut state.role {
+            Role::Leader(l) if l.epoch == epoch => {
+                if partition_epoch > l.partition_epoch {
+                    l.partition_epoch = partition_epoch;
+                    l.isr = isr.to_vec();
+                    l.replicas = replicas.to_vec();
+                }
+            }
+            _ => {
+                let now = Instant::now();
+                let leo = self.log.read().unwrap_or_else(|e| e.into_inner()).log_end_offset();
+                let followers = replicas
+                    .iter()
+                    .filter(|r| **r != self.broker_id)
+                    .map(|r| (*r, Progress { log_end: None, caught_up_at: now, answered_leo: leo, answered_at: now }))
+                    .collect();
+                tracing::info!(topic = %self.topic, partition = self.index, epoch, "becoming leader");
+                state.role = Role::Leader(Leading {
+                    epoch,
+                    partition_epoch,
+                    replicas: replicas.to_vec(),
+                    isr: isr.to_vec(),
+                    followers,
+                    isr_change_in_flight: false,
+                });
+            }
+        }
+        self.advance_high_watermark(&mut state);
+        self.publish(&state);
+    }
+
+    /// Becomes (or stays) a follower of `leader` in `epoch`. Returns whether anything changed
+    /// (then the fetcher must restart: truncate and fetch from the new leader).
+    pub fn make_follower(&self, leader: Option<NodeId>, epoch: i32) -> bool {
+        let mut state = lock(&self.state);
+        let changed = !matches!(&state.role, Role::Follower { leader: l, epoch: e } if *l == leader && *e == epoch);
+        if changed {
+            tracing::info!(topic = %self.topic, partition = self.index, epoch, leader = ?leader, "becoming follower");
+            state.role = Role::Follower { leader, epoch };
+            self.publish(&state);
+        }
+        changed
+    }
+
+    /// The leader and epoch this replica follows, if it follows.
+    pub fn following(&self) -> Option<(Option<NodeId>, i32)> {
+        match &lock(&self.state).role {
+            Role::Follower { leader, epoch } => Some((*leader, *epoch)),
+            Role::Leader(_) => None,
+        }
+    }
+
+    /// The leader epoch, if this replica leads.
+    pub fn leader_epoch(&self) -> Option<i32> {
+        match &lock(&self.state).role {
+            Role::Leader(l) => Some(l.epoch),
+            Role::Follower { .. } => None,
+        }
+    }
+
+    /// HW = min LEO over the ISR (unknown follower LEOs hold it), never backwards.
+    fn advance_high_watermark(&self, state: &mut State) {
+        let Role::Leader(l) = &state.role else { return };
+        let leo = self.log.read().unwrap_or_else(|e| e.into_inner()).log_end_offset();
+        let mut hw = leo;
+        for r in &l.isr {
+            if *r == self.broker_id {
+                continue;
+            }
+            let follower = l.followers.get(r).and_then(|p| p.log_end).unwrap_or(state.high_watermark);
+            hw = hw.min(follower);
+        }
+        if hw > state.high_watermark {
+            state.high_watermark = hw;
+        }
+    }
+
+    /// Appends a producer's batch as leader. With acks=all the ISR must hold at least
+    /// `min.insync.replicas` members first (NOT_ENOUGH_REPLICAS otherwise; nothing appended).
+    /// Blocking (file I/O): call off the async workers.
+    pub fn append_as_leader(&self, batch: Bytes, acks_all: bool) -> Result<(AppendInfo, i32), BrokerError> {
+        let epoch = {
+            let state = lock(&self.state);
+            let Role::Leader(l) = &state.role else {
+                return Err(BrokerError::not_leader(&self.topic, self.index, None));
+            };
+            if acks_all && l.isr.len() < state.min_insync {
+                return Err(BrokerError::new(
+                    ErrorCode::NotEnoughReplicas,
+                    format!(
+                        "{}-{} has {} in-sync replicas, fewer than min.insync.replicas = {}",
+                        self.topic,
+                        self.index,
+                        l.isr.len(),
+                        state.min_insync
+                    ),
+                ));
+            }
+            l.epoch
+        };
+        let info = self.log.write().unwrap_or_else(|e| e.into_inner()).append_as_leader(batch, epoch)?;
+        let mut state = lock(&self.state);
+        self.advance_high_watermark(&mut state);
+        self.publish(&state);
+        Ok((info, epoch))
+    }
+
+    /// Waits until the HW passes `last_offset` (acks=all). Fails if leadership is lost or the
+    /// ISR shrank below `min.insync.replicas` meanwhile, or on `timeout`.
+    pub async fn wait_committed(&self, last_offset: i64, epoch: i32, timeout: Duration) -> Result<(), BrokerError> {
+        let mut rx = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let view = *rx.borrow_and_update();
+            if !view.leading || view.leader_epoch != epoch {
+                return Err(BrokerError::not_leader(&self.topic, self.index, None));
+            }
+            if view.high_watermark > last_offset {
+                let state = lock(&self.state);
+                if let Role::Leader(l) = &state.role {
+                    if l.isr.len() < state.min_insync {
+                        return Err(BrokerError::new(
+                            ErrorCode::NotEnoughReplicasAfterAppend,
+                            "the ISR shrank below min.insync.replicas before the batch was committed",
+                        ));
+                    }
+                }
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(BrokerError::not_leader(&self.topic, self.index, None)),
+                Err(_) => {
+                    return Err(BrokerError::new(
+                        ErrorCode::RequestTimedOut,
+                        format!("the batch was not replicated to the ISR within {} ms", timeout.as_millis()),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// A follower reports its LEO (`fetch_offset`) in `epoch`. Updates its progress and the
+    /// HW; returns an ISR expansion to request when it has caught up and is not in the ISR.
+    pub fn record_follower_fetch(&self, replica: NodeId, epoch: i32, fetch_offset: i64) -> Result<Option<IsrChange>, BrokerError> {
+        let mut state = lock(&self.state);
+        let hw = state.high_watermark;
+        let Role::Leader(l) = &mut state.role else {
+            return Err(BrokerError::not_leader(&self.topic, self.index, None));
+        };
+        if epoch != l.epoch {
+            let code = if epoch < l.epoch { ErrorCode::FencedLeaderEpoch } else { ErrorCode::UnknownLeaderEpoch };
+            return Err(BrokerError::new(code, format!("fetch in leader epoch {epoch}, current {}", l.epoch)));
+        }
+        let Some(progress) = l.followers.get_mut(&replica) else {
+            return Err(BrokerError::new(ErrorCode::InvalidRequest, format!("broker {replica} is not a replica")));
+        };
+        let leo = self.log.read().unwrap_or_else(|e| e.into_inner()).log_end_offset();
+        if fetch_offset >= leo {
+            progress.caught_up_at = Instant::now();
+        } else if fetch_offset >= progress.answered_leo {
+            progress.caught_up_at = progress.answered_at;
+        }
+        progress.log_end = Some(fetch_offset);
+        let expand = !l.isr.contains(&replica) && fetch_offset >= hw && !l.isr_change_in_flight;
+        let change = expand.then(|| {
+            l.isr_change_in_flight = true;
+            let mut isr = l.isr.clone();
+            isr.push(replica);
+            isr.sort_unstable();
+            IsrChange { leader_epoch: l.epoch, partition_epoch: l.partition_epoch, isr }
+        });
+        self.advance_high_watermark(&mut state);
+        self.publish(&state);
+        Ok(change)
+    }
+
+    /// Notes that the leader answered `replica` while its LEO was `leo`.
+    pub fn record_answer(&self, replica: NodeId, leo: i64) {
+        if let Role::Leader(l) = &mut lock(&self.state).role {
+            if let Some(p) = l.followers.get_mut(&replica) {
+                p.answered_leo = leo;
+                p.answered_at = Instant::now();
+            }
+        }
+    }
+
+    /// ISR members that have not caught up for `max_lag`: the shrink to request, if any.
+    pub fn isr_shrink(&self, max_lag: Duration) -> Option<IsrChange> {
+        let mut state = lock(&self.state);
+        let Role::Leader(l) = &mut state.role else { return None };
+        if l.isr_change_in_flight {
+            return None;
+        }
+        let now = Instant::now();
+        let lagging: Vec<NodeId> = l
+            .isr
+            .iter()
+            .filter(|r| **r != self.broker_id)
+            .filter(|r| l.followers.get(r).is_some_and(|p| now.duration_since(p.caught_up_at) > max_lag))
+            .copied()
+            .collect();
+        if lagging.is_empty() {
+            return None;
+        }
+        l.isr_change_in_flight = true;
+        let isr = l.isr.iter().copied().filter(|r| !lagging.contains(r)).collect();
+        Some(IsrChange { leader_epoch: l.epoch, partition_epoch: l.partition_epoch, isr })
+    }
+
+    /// The controller answered an ISR change: adopt its partition state (when it is for this
+    /// leader epoch) and clear the in-flight flag.
+    pub fn isr_change_done(&self, result: Option<(i32, i32, Vec<NodeId>)>) {
+        let mut state = lock(&self.state);
+        if let Role::Leader(l) = &mut state.role {
+            l.isr_change_in_flight = false;
+            if let Some((leader_epoch, partition_epoch, isr)) = result {
+                if leader_epoch == l.epoch && partition_epoch >= l.partition_epoch {
+                    l.partition_epoch = partition_epoch;
+                    l.isr = isr;
+                }
+            }
+        }
+        self.advance_high_watermark(&mut state);
+        self.publish(&state);
+    }
+
+    /// Reads whole batches from `offset`, at most `max_bytes` (at least one batch), below
+    /// `upper_bound`.
+    pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> Result<Bytes, BrokerError> {
+        Ok(self.log.read().unwrap_or_else(|e| e.into_inner()).read_below(offset, max_bytes, upper_bound)?)
+    }
+
+    /// ListOffsets by timestamp (committed records only).
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, BrokerError> {
+        let hw = self.view().high_watermark;
+        let found = self.log.read().unwrap_or_else(|e| e.into_inner()).offset_for_timestamp(timestamp)?;
+        Ok(found.filter(|(offset, _)| *offset < hw))
+    }
+
+    /// Where `epoch` ended in this log (for a follower's OffsetForLeaderEpoch).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.log.read().unwrap_or_else(|e| e.into_inner()).end_offset_for_epoch(epoch)
+    }
+
+    /// The latest epoch in the local log.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.log.read().unwrap_or_else(|e| e.into_inner()).latest_epoch()
+    }
+
+    /// Appends batches fetched from the leader, and adopts the leader's HW (capped by the local
+    /// LEO). Blocking.
+    pub fn append_as_follower(&self, batches: Bytes, leader_hw: i64) -> Result<(), BrokerError> {
+        {
+            let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+            if !batches.is_empty() {
+                log.append_as_follower(batches)?;
+            }
+        }
+        let mut state = lock(&self.state);
+        if matches!(state.role, Role::Follower { .. }) {
+            let leo = self.log.read().unwrap_or_else(|e| e.into_inner()).log_end_offset();
+            state.high_watermark = state.high_watermark.max(leader_hw.min(leo));
+        }
+        self.publish(&state);
+        Ok(())
+    }
+
+    /// Truncates the local log to `offset` (divergent tail). Blocking.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), BrokerError> {
+        self.log.write().unwrap_or_else(|e| e.into_inner()).truncate_to(offset)?;
+        let mut state = lock(&self.state);
+        let leo = self.log.read().unwrap_or_else(|e| e.into_inner()).log_end_offset();
+        state.high_watermark = state.high_watermark.min(leo);
+        self.publish(&state);
+        Ok(())
+    }
+
+    /// Empties the local log and starts it at `offset` (the leader's log starts past it).
+    pub fn reset_to(&self, offset: i64) -> Result<(), BrokerError> {
+        self.log.write().unwrap_or_else(|e| e.into_inner()).truncate_fully_and_start_at(offset)?;
+        let mut state = lock(&self.state);
+        state.high_watermark = offset;
+        self.publish(&state);
+        Ok(())
+    }
+
+    /// Applies a topic config change to the log.
+    pub fn set_config(&self, config: LogConfig, min_insync: usize) {
+        {
+            let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+            if log.config() != &config {
+                log.set_config(config);
+            }
+        }
+        lock(&self.state).min_insync = min_insync.max(1);
+    }
+
+    /// Periodic upkeep: flush by `flush.ms`, retention, checkpoints. Blocking.
+    pub fn maintain(&self, now_ms: i64, checkpoint: bool) -> Result<(), BrokerError> {
+        let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+        log.flush_if_due()?;
+        if checkpoint {
+            // Retention only deletes what consumers may no longer need: it never passes the
+            // HW, since the active segment (holding everything uncommitted) is never deleted.
+            log.enforce_retention(now_ms)?;
+            log.checkpoint()?;
+        }
+        drop(log);
+        let state = lock(&self.state);
+        self.publish(&state);
+        Ok(())
+    }
+
+    /// Flushes and closes the log cleanly (clean-shutdown marker). Blocking.
+    pub fn close(&self) -> Result<(), BrokerError> {
+        Ok(self.log.write().unwrap_or_else(|e| e.into_inner()).shutdown()?)
+    }
+
+    /// Deletes the log directory (the replica was removed). Blocking.
+    pub fn delete(&self) -> Result<(), BrokerError> {
+        let log = self.log.read().unwrap_or_else(|e| e.into_inner());
+        let dir = log.dir().to_owned();
+        drop(log);
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| BrokerError::new(ErrorCode::KafkaStorageError, format!("deleting {}: {e}", dir.display())))
+    }
+
+    /// Whether this replica leads, with its ISR size and min.insync.replicas.
+    pub fn isr_status(&self) -> Option<(usize, usize)> {
+        let state = lock(&self.state);
+        match &state.role {
+            Role::Leader(l) => Some((l.isr.len(), state.min_insync)),
+            Role::Follower { .. } => None,
+        }
+    }
+}

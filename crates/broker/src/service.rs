@@ -1,0 +1,538 @@
+//! The broker's gRPC services: the client API (`Broker`) and the replication API
+//! (`Replication`). The produce and fetch paths read top to bottom here; partitions do the
+//! bookkeeping.
+//!
+//! Bounds: request messages are limited to [`MAX_REQUEST_BYTES`]; produce requests hold
+//! permits from one shared budget of in-flight bytes ([`MAX_IN_FLIGHT_BYTES`]) until answered;
+//! fetch answers are capped at [`MAX_FETCH_BYTES`] and each stream buffers at most two answers,
+//! so a slow consumer slows its own stream and costs the broker nothing more. A client that
+//! disconnects ends its stream task at the next send.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use weir_proto::broker::v1 as pb;
+use weir_proto::common::v1::ErrorCode;
+use weir_proto::controller::v1 as cpb;
+use weir_storage::batch::{BatchHeader, Batches};
+
+use crate::convert::{encode_plain, record_to_wire};
+use crate::error::BrokerError;
+use crate::manager::ReplicaManager;
+use crate::partition::Partition;
+
+/// Largest request message accepted (a produce batch is further limited by the topic's
+/// `max.message.bytes`).
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// Produce bytes being appended or awaiting acks=all, across all clients.
+pub const MAX_IN_FLIGHT_BYTES: usize = 256 * 1024 * 1024;
+/// Largest fetch answer, whatever a client asks for.
+pub const MAX_FETCH_BYTES: usize = 8 * 1024 * 1024;
+/// acks=all timeout when the request gives none.
+const DEFAULT_PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The broker's services, sharing one replica manager.
+#[derive(Clone)]
+pub struct BrokerService {
+    manager: Arc<ReplicaManager>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl BrokerService {
+    /// Services over `manager`.
+    pub fn new(manager: Arc<ReplicaManager>) -> Self {
+        Self { manager, in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES)) }
+    }
+
+    /// The client API server.
+    pub fn broker_server(&self) -> pb::broker_server::BrokerServer<Self> {
+        pb::broker_server::BrokerServer::new(self.clone())
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_FETCH_BYTES + 1024 * 1024)
+    }
+
+    /// The replication API server.
+    pub fn replication_server(&self) -> pb::replication_server::ReplicationServer<Self> {
+        pb::replication_server::ReplicationServer::new(self.clone())
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// The partition if this broker holds it; UNKNOWN_TOPIC_OR_PARTITION, or
+    /// NOT_LEADER_OR_FOLLOWER when the partition exists elsewhere.
+    fn replica(&self, topic: &str, index: u32) -> Result<Arc<Partition>, BrokerError> {
+        if let Some(p) = self.manager.partition(topic, index) {
+            return Ok(p);
+        }
+        let exists = {
+            let state = self.manager.metadata();
+            state.topics.get(topic).is_some_and(|t| (index as usize) < t.partitions.len())
+        };
+        if exists {
+            Err(BrokerError::not_leader(topic, index, self.manager.leader_address(topic, index)))
+        } else {
+            Err(BrokerError::unknown(topic, index))
+        }
+    }
+
+    /// The partition if this broker leads it.
+    fn leader(&self, topic: &str, index: u32) -> Result<Arc<Partition>, BrokerError> {
+        let part = self.replica(topic, index)?;
+        if part.leader_epoch().is_none() {
+            return Err(BrokerError::not_leader(topic, index, self.manager.leader_address(topic, index)));
+        }
+        Ok(part)
+    }
+
+    fn with_leader(&self, mut e: BrokerError, topic: &str, index: u32) -> BrokerError {
+        if e.code == ErrorCode::NotLeaderOrFollower && e.leader_address.is_none() {
+            e = BrokerError::not_leader(topic, index, self.manager.leader_address(topic, index));
+        }
+        e
+    }
+
+    async fn produce_inner(&self, req: pb::ProduceRequest) -> Result<pb::ProduceResponse, BrokerError> {
+        if !matches!(req.acks, 0 | 1 | -1) {
+            return Err(BrokerError::new(ErrorCode::InvalidRequiredAcks, format!("acks must be 0, 1 or -1 (all), not {}", req.acks)));
+        }
+        let part = self.leader(&req.topic, req.partition)?;
+        let batch = match req.records {
+            Some(pb::produce_request::Records::Batch(batch)) => batch,
+            Some(pb::produce_request::Records::Plain(list)) => {
+                if list.records.is_empty() {
+                    return Err(BrokerError::new(ErrorCode::InvalidRequest, "no records to produce"));
+                }
+                encode_plain(&list.records, now_ms()).map_err(|e| BrokerError::new(ErrorCode::CorruptMessage, e.to_string()))?
+            }
+            None => return Err(BrokerError::new(ErrorCode::InvalidRequest, "no records to produce")),
+        };
+        let permits = batch.len().clamp(1, MAX_IN_FLIGHT_BYTES) as u32;
+        let _permit = Arc::clone(&self.in_flight)
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| BrokerError::new(ErrorCode::UnknownServerError, "broker shutting down"))?;
+        let acks_all = req.acks == -1;
+        let appender = Arc::clone(&part);
+        let (info, epoch) = tokio::task::spawn_blocking(move || appender.append_as_leader(batch, acks_all))
+            .await
+            .map_err(|e| BrokerError::new(ErrorCode::UnknownServerError, e.to_string()))??;
+        if acks_all {
+            let timeout = match req.timeout_ms {
+                0 => DEFAULT_PRODUCE_TIMEOUT,
+                ms => Duration::from_millis(ms.into()),
+            };
+            part.wait_committed(info.last_offset, epoch, timeout).await?;
+        }
+        Ok(pb::ProduceResponse {
+            error: None,
+            base_offset: if req.acks == 0 { -1 } else { info.base_offset },
+            log_append_time: info.log_append_time.unwrap_or(-1),
+            log_start_offset: part.view().log_start,
+            leader_address: String::new(),
+        })
+    }
+}
+
+type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Status>> + Send>>;
+type ReplicaStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaFetchResponse, Status>> + Send>>;
+
+fn fetch_error(e: &BrokerError) -> pb::FetchResponse {
+    pb::FetchResponse {
+        error: Some(e.to_wire()),
+        leader_address: e.leader_address.clone().unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// The offset after the last batch in `bytes`.
+fn next_offset_after(bytes: &Bytes, fallback: i64) -> i64 {
+    let mut next = fallback;
+    let mut rest: &[u8] = bytes;
+    while let Ok(h) = BatchHeader::parse(rest) {
+        next = h.next_offset();
+        if h.total_size() > rest.len() {
+            break;
+        }
+        rest = &rest[h.total_size()..];
+    }
+    next
+}
+
+/// One consumer fetch stream: answers as committed batches arrive, heartbeats (empty answers
+/// with the high watermark) every `max_wait`, ends on error or disconnect.
+async fn fetch_loop(part: Arc<Partition>, req: pb::FetchRequest, tx: mpsc::Sender<Result<pb::FetchResponse, Status>>) {
+    let max_bytes = (req.max_bytes as usize).clamp(1, MAX_FETCH_BYTES);
+    let max_bytes = if req.max_bytes == 0 { 1024 * 1024 } else { max_bytes };
+    let max_wait = Duration::from_millis(u64::from(req.max_wait_ms.clamp(1, 30_000)));
+    let min_bytes = req.min_bytes as usize;
+    let mut offset = req.offset;
+    let mut views = part.subscribe();
+    loop {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        // Wait for committed data past `offset` (and min_bytes of it), up to max_wait.
+        let bytes = loop {
+            let view = *views.borrow_and_update();
+            if !view.leading {
+                let e = BrokerError::not_leader(&part.topic, part.index, None);
+                let _ = tx.send(Ok(fetch_error(&e))).await;
+                return;
+            }
+            if offset < view.log_start || offset > view.log_end {
+                let e = BrokerError::new(
+                    ErrorCode::OffsetOutOfRange,
+                    format!("offset {offset} is outside [{}, {}]", view.log_start, view.log_end),
+                );
+                let _ = tx.send(Ok(fetch_error(&e))).await;
+                return;
+            }
+            let bytes = if view.high_watermark > offset {
+                match part.read(offset, max_bytes, view.high_watermark) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        let _ = tx.send(Ok(fetch_error(&e))).await;
+                        return;
+                    }
+                }
+            } else {
+                Bytes::new()
+            };
+            if !bytes.is_empty() && bytes.len() >= min_bytes {
+                break bytes;
+            }
+            match tokio::time::timeout_at(deadline, views.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return,
+                Err(_) => break bytes,
+            }
+        };
+        let view = part.view();
+        let next = next_offset_after(&bytes, offset);
+        let mut response = pb::FetchResponse {
+            error: None,
+            high_watermark: view.high_watermark,
+            log_start_offset: view.log_start,
+            next_offset: next,
+            ..Default::default()
+        };
+        if req.decode {
+            for batch in Batches::new(bytes) {
+                let records = batch.and_then(|b| b.records());
+                match records {
+                    Ok(records) => response
+                        .records
+                        .extend(records.into_iter().filter(|r| r.offset >= offset).map(record_to_wire)),
+                    Err(e) => {
+                        let e = BrokerError::new(ErrorCode::CorruptMessage, e.to_string());
+                        let _ = tx.send(Ok(fetch_error(&e))).await;
+                        return;
+                    }
+                }
+            }
+        } else {
+            response.batches = bytes;
+        }
+        if tx.send(Ok(response)).await.is_err() {
+            return; // the consumer went away
+        }
+        offset = next;
+    }
+}
+
+#[tonic::async_trait]
+impl pb::broker_server::Broker for BrokerService {
+    async fn metadata(&self, req: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
+        let req = req.into_inner();
+        let state = self.manager.metadata();
+        let brokers = state
+            .brokers
+            .values()
+            .map(|b| pb::BrokerEndpoint {
+                id: b.id,
+                address: b.address.clone(),
+                rack: b.rack.clone().unwrap_or_default(),
+                fenced: b.fenced,
+            })
+            .collect();
+        let describe = |t: &weir_meta::TopicInfo| pb::TopicMetadata {
+            name: t.name.clone(),
+            id: t.id.clone(),
+            error: None,
+            partitions: t
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(i, p)| pb::PartitionMetadata {
+                    partition: i as u32,
+                    leader: p.leader.map_or(-1, |l| l as i64),
+                    leader_epoch: p.leader_epoch,
+                    replicas: p.replicas.clone(),
+                    isr: p.isr.clone(),
+                })
+                .collect(),
+        };
+        let topics = if req.topics.is_empty() {
+            state.topics.values().map(describe).collect()
+        } else {
+            req.topics
+                .iter()
+                .map(|name| match state.topics.get(name) {
+                    Some(t) => describe(t),
+                    None => pb::TopicMetadata {
+                        name: name.clone(),
+                        error: Some(BrokerError::new(ErrorCode::UnknownTopicOrPartition, format!("unknown topic `{name}`")).to_wire()),
+                        ..Default::default()
+                    },
+                })
+                .collect()
+        };
+        Ok(Response::new(pb::MetadataResponse { brokers, topics, controller_id: 0, metadata_version: state.version }))
+    }
+
+    async fn produce(&self, req: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
+        let req = req.into_inner();
+        let (topic, index) = (req.topic.clone(), req.partition);
+        let response = match self.produce_inner(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = self.with_leader(e, &topic, index);
+                pb::ProduceResponse {
+                    error: Some(e.to_wire()),
+                    base_offset: -1,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                    leader_address: e.leader_address.unwrap_or_default(),
+                }
+            }
+        };
+        Ok(Response::new(response))
+    }
+
+    type FetchStream = FetchStream;
+
+    async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
+        let req = req.into_inner();
+        let (tx, rx) = mpsc::channel(2);
+        match self.leader(&req.topic, req.partition) {
+            Ok(part) => {
+                tokio::spawn(fetch_loop(part, req, tx));
+            }
+            Err(e) => {
+                let _ = tx.send(Ok(fetch_error(&e))).await;
+            }
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_offsets(&self, req: Request<pb::ListOffsetsRequest>) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let req = req.into_inner();
+        let result = self.leader(&req.topic, req.partition).and_then(|part| {
+            let view = part.view();
+            match req.timestamp {
+                -2 => Ok((view.log_start, -1)),
+                -1 => Ok((view.high_watermark, -1)),
+                ts if ts < 0 => Err(BrokerError::new(ErrorCode::InvalidRequest, format!("timestamp {ts} is neither -1, -2 nor a time"))),
+                ts => Ok(part.offset_for_timestamp(ts)?.unwrap_or((-1, -1))),
+            }
+        });
+        let response = match result {
+            Ok((offset, timestamp)) => pb::ListOffsetsResponse { error: None, offset, timestamp, leader_address: String::new() },
+            Err(e) => pb::ListOffsetsResponse {
+                error: Some(e.to_wire()),
+                offset: -1,
+                timestamp: -1,
+                leader_address: e.leader_address.unwrap_or_default(),
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn create_topic(&self, req: Request<cpb::CreateTopicRequest>) -> Result<Response<cpb::CreateTopicResponse>, Status> {
+        let mut client = self.manager.controller().ok_or_else(|| Status::unavailable("no controller configured"))?;
+        client.create_topic(req.into_inner()).await
+    }
+
+    async fn delete_topic(&self, req: Request<cpb::DeleteTopicRequest>) -> Result<Response<cpb::DeleteTopicResponse>, Status> {
+        let mut client = self.manager.controller().ok_or_else(|| Status::unavailable("no controller configured"))?;
+        client.delete_topic(req.into_inner()).await
+    }
+
+    async fn alter_topic_config(
+        &self,
+        req: Request<cpb::AlterTopicConfigRequest>,
+    ) -> Result<Response<cpb::AlterTopicConfigResponse>, Status> {
+        let mut client = self.manager.controller().ok_or_else(|| Status::unavailable("no controller configured"))?;
+        client.alter_topic_config(req.into_inner()).await
+    }
+
+    async fn describe_cluster(
+        &self,
+        req: Request<cpb::DescribeClusterRequest>,
+    ) -> Result<Response<cpb::DescribeClusterResponse>, Status> {
+        let mut client = self.manager.controller().ok_or_else(|| Status::unavailable("no controller configured"))?;
+        client.describe_cluster(req.into_inner()).await
+    }
+
+    async fn describe_topics(
+        &self,
+        req: Request<cpb::DescribeTopicsRequest>,
+    ) -> Result<Response<cpb::DescribeTopicsResponse>, Status> {
+        let mut client = self.manager.controller().ok_or_else(|| Status::unavailable("no controller configured"))?;
+        client.describe_topics(req.into_inner()).await
+    }
+
+    async fn partition_offsets(
+        &self,
+        req: Request<pb::PartitionOffsetsRequest>,
+    ) -> Result<Response<pb::PartitionOffsetsResponse>, Status> {
+        let topic = req.into_inner().topic;
+        let state = self.manager.metadata();
+        let Some(info) = state.topics.get(&topic) else {
+            let e = BrokerError::new(ErrorCode::UnknownTopicOrPartition, format!("unknown topic `{topic}`"));
+            return Ok(Response::new(pb::PartitionOffsetsResponse { error: Some(e.to_wire()), partitions: vec![] }));
+        };
+        let partitions = (0..info.partitions.len() as u32)
+            .map(|i| match self.leader(&topic, i) {
+                Ok(part) => {
+                    let v = part.view();
+                    pb::PartitionOffsets {
+                        partition: i,
+                        error: None,
+                        log_start_offset: v.log_start,
+                        high_watermark: v.high_watermark,
+                        log_end_offset: v.log_end,
+                    }
+                }
+                Err(e) => pb::PartitionOffsets { partition: i, error: Some(e.to_wire()), log_start_offset: -1, high_watermark: -1, log_end_offset: -1 },
+            })
+            .collect();
+        Ok(Response::new(pb::PartitionOffsetsResponse { error: None, partitions }))
+    }
+}
+
+fn replica_error(e: &BrokerError, log_start: i64) -> pb::ReplicaFetchResponse {
+    pb::ReplicaFetchResponse { error: Some(e.to_wire()), log_start_offset: log_start, ..Default::default() }
+}
+
+/// The leader's side of one follower's fetch session.
+async fn replica_session(
+    manager: Arc<ReplicaManager>,
+    mut inbound: Streaming<pb::ReplicaFetchRequest>,
+    tx: mpsc::Sender<Result<pb::ReplicaFetchResponse, Status>>,
+) {
+    let Ok(Some(first)) = inbound.message().await else { return };
+    let Some(part) = manager.partition(&first.topic, first.partition) else {
+        let e = BrokerError::unknown(&first.topic, first.partition);
+        let _ = tx.send(Ok(replica_error(&e, -1))).await;
+        return;
+    };
+    let replica = first.replica_id;
+    let mut request = first;
+    let mut views = part.subscribe();
+    loop {
+        match part.record_follower_fetch(replica, request.leader_epoch, request.fetch_offset) {
+            Ok(Some(change)) => manager.request_isr_change(Arc::clone(&part), change),
+            Ok(None) => {}
+            Err(e) => {
+                let _ = tx.send(Ok(replica_error(&e, part.view().log_start))).await;
+                return;
+            }
+        }
+        let offset = request.fetch_offset;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms.clamp(1, 5000)));
+        loop {
+            let view = *views.borrow_and_update();
+            if !view.leading {
+                let e = BrokerError::not_leader(&part.topic, part.index, None);
+                let _ = tx.send(Ok(replica_error(&e, view.log_start))).await;
+                return;
+            }
+            if offset < view.log_start || offset > view.log_end {
+                let e = BrokerError::new(
+                    ErrorCode::OffsetOutOfRange,
+                    format!("replica offset {offset} is outside the leader's [{}, {}]", view.log_start, view.log_end),
+                );
+                let _ = tx.send(Ok(replica_error(&e, view.log_start))).await;
+                return;
+            }
+            if view.log_end > offset {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, views.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => break,
+            }
+        }
+        let view = part.view();
+        let max_bytes = (request.max_bytes as usize).clamp(1, 64 * 1024 * 1024);
+        let batches = if view.log_end > offset {
+            match part.read(offset, max_bytes, i64::MAX) {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx.send(Ok(replica_error(&e, view.log_start))).await;
+                    return;
+                }
+            }
+        } else {
+            Bytes::new()
+        };
+        part.record_answer(replica, view.log_end);
+        let response = pb::ReplicaFetchResponse {
+            error: None,
+            batches,
+            high_watermark: view.high_watermark,
+            log_start_offset: view.log_start,
+        };
+        if tx.send(Ok(response)).await.is_err() {
+            return;
+        }
+        request = match inbound.message().await {
+            Ok(Some(next)) => next,
+            _ => return,
+        };
+    }
+}
+
+#[tonic::async_trait]
+impl pb::replication_server::Replication for BrokerService {
+    type ReplicaFetchStream = ReplicaStream;
+
+    async fn replica_fetch(
+        &self,
+        req: Request<Streaming<pb::ReplicaFetchRequest>>,
+    ) -> Result<Response<Self::ReplicaFetchStream>, Status> {
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(replica_session(Arc::clone(&self.manager), req.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn offset_for_leader_epoch(
+        &self,
+        req: Request<pb::OffsetForLeaderEpochRequest>,
+    ) -> Result<Response<pb::OffsetForLeaderEpochResponse>, Status> {
+        let req = req.into_inner();
+        let result = self.leader(&req.topic, req.partition).and_then(|part| {
+            let current = part.leader_epoch().unwrap_or(-1);
+            if req.current_leader_epoch != current {
+                let code = if req.current_leader_epoch < current { ErrorCode::FencedLeaderEpoch } else { ErrorCode::UnknownLeaderEpoch };
+                return Err(BrokerError::new(code, format!("leader epoch {} asked, current {current}", req.current_leader_epoch)));
+            }
+            Ok(part.end_offset_for_epoch(req.leader_epoch).unwrap_or((-1, -1)))
+        });
+        let response = match result {
+            Ok((leader_epoch, end_offset)) => pb::OffsetForLeaderEpochResponse { error: None, leader_epoch, end_offset },
+            Err(e) => pb::OffsetForLeaderEpochResponse { error: Some(e.to_wire()), leader_epoch: -1, end_offset: -1 },
+        };
+        Ok(Response::new(response))
+    }
+}

@@ -1,6 +1,9 @@
 //! The metadata quorum with real `weir-server` processes: leader election, failover, restart
 //! from disk, catch-up by snapshot, minority partitions, broker fencing, learners, shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+// The SERIAL guard is held across awaits on purpose: it serializes whole tests, each of which
+// runs on its own runtime, so no task of another test can be waiting on it.
+#![allow(clippy::await_holding_lock)]
 
 mod common;
 

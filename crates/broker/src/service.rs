@@ -102,7 +102,7 @@ impl BrokerService {
     }
 
     async fn produce_inner(&self, req: pb::ProduceRequest) -> Result<pb::ProduceResponse, BrokerError> {
-        if !matches!(req.acks, 0 | 1 | -1) {
+        if !(-1..=1).contains(&req.acks) {
             return Err(BrokerError::new(ErrorCode::InvalidRequiredAcks, format!("acks must be 0, 1 or -1 (all), not {}", req.acks)));
         }
         let part = self.leader(&req.topic, req.partition)?;

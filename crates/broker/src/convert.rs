@@ -11,8 +11,15 @@ pub fn encode_plain(records: &[pb::Record], now_ms: i64) -> Result<Bytes, BatchE
     let mut headers = Vec::new();
     for r in records {
         headers.clear();
-        headers.extend(r.headers.iter().map(|h| Header { key: h.key.clone(), value: h.value.clone() }));
-        let timestamp = if r.timestamp == 0 { now_ms } else { r.timestamp };
+        headers.extend(r.headers.iter().map(|h| Header {
+            key: h.key.clone(),
+            value: h.value.clone(),
+        }));
+        let timestamp = if r.timestamp == 0 {
+            now_ms
+        } else {
+            r.timestamp
+        };
         builder.push_parts(timestamp, r.key.as_deref(), r.value.as_deref(), &headers);
     }
     builder.build(0)
@@ -23,7 +30,14 @@ pub fn record_to_wire(r: Record) -> pb::Record {
     pb::Record {
         key: r.key,
         value: r.value,
-        headers: r.headers.into_iter().map(|h| pb::Header { key: h.key, value: h.value }).collect(),
+        headers: r
+            .headers
+            .into_iter()
+            .map(|h| pb::Header {
+                key: h.key,
+                value: h.value,
+            })
+            .collect(),
         timestamp: r.timestamp,
         offset: r.offset,
     }

@@ -19,26 +19,44 @@ pub struct BrokerError {
 impl BrokerError {
     /// An error with `code`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), leader_address: None }
+        Self {
+            code,
+            message: message.into(),
+            leader_address: None,
+        }
     }
 
     /// NOT_LEADER_OR_FOLLOWER naming the leader.
     pub fn not_leader(topic: &str, partition: u32, leader: Option<String>) -> Self {
         let message = match &leader {
-            Some(addr) => format!("this broker does not lead {topic}-{partition}; the leader is at {addr}"),
-            None => format!("this broker does not lead {topic}-{partition}, and it has no leader right now"),
+            Some(addr) => {
+                format!("this broker does not lead {topic}-{partition}; the leader is at {addr}")
+            }
+            None => format!(
+                "this broker does not lead {topic}-{partition}, and it has no leader right now"
+            ),
         };
-        Self { code: ErrorCode::NotLeaderOrFollower, message, leader_address: leader }
+        Self {
+            code: ErrorCode::NotLeaderOrFollower,
+            message,
+            leader_address: leader,
+        }
     }
 
     /// UNKNOWN_TOPIC_OR_PARTITION.
     pub fn unknown(topic: &str, partition: u32) -> Self {
-        Self::new(ErrorCode::UnknownTopicOrPartition, format!("unknown topic or partition {topic}-{partition}"))
+        Self::new(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("unknown topic or partition {topic}-{partition}"),
+        )
     }
 
     /// The wire form.
     pub fn to_wire(&self) -> WireError {
-        WireError { code: self.code as i32, message: self.message.clone() }
+        WireError {
+            code: self.code as i32,
+            message: self.message.clone(),
+        }
     }
 }
 

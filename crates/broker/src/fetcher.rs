@@ -47,11 +47,20 @@ pub async fn run(manager: Arc<ReplicaManager>, part: Arc<Partition>, leader: Nod
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| e.to_string())
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| e.to_string())
 }
 
-async fn session(manager: &Arc<ReplicaManager>, part: &Arc<Partition>, leader: NodeId, epoch: i32) -> Result<(), String> {
-    let addr = manager.broker_address(leader).ok_or("leader address unknown")?;
+async fn session(
+    manager: &Arc<ReplicaManager>,
+    part: &Arc<Partition>,
+    leader: NodeId,
+    epoch: i32,
+) -> Result<(), String> {
+    let addr = manager
+        .broker_address(leader)
+        .ok_or("leader address unknown")?;
     let channel = manager.channel(&addr).ok_or("bad leader address")?;
     let mut client = ReplicationClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
 
@@ -63,7 +72,11 @@ async fn session(manager: &Arc<ReplicaManager>, part: &Arc<Partition>, leader: N
             leader_epoch: latest,
             current_leader_epoch: epoch,
         };
-        let r = client.offset_for_leader_epoch(req).await.map_err(|e| e.to_string())?.into_inner();
+        let r = client
+            .offset_for_leader_epoch(req)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
         if let Some(e) = r.error {
             return Err(format!("OffsetForLeaderEpoch: {}", e.message));
         }
@@ -72,7 +85,9 @@ async fn session(manager: &Arc<ReplicaManager>, part: &Arc<Partition>, leader: N
             tracing::info!(topic = %part.topic, partition = part.index, from = leo, to = r.end_offset, "truncating divergent tail");
             let p = Arc::clone(part);
             let to = r.end_offset;
-            blocking(move || p.truncate_to(to)).await?.map_err(|e| e.to_string())?;
+            blocking(move || p.truncate_to(to))
+                .await?
+                .map_err(|e| e.to_string())?;
         }
     }
 
@@ -87,18 +102,28 @@ async fn session(manager: &Arc<ReplicaManager>, part: &Arc<Partition>, leader: N
         max_bytes: FETCH_MAX_BYTES,
         max_wait_ms: FETCH_MAX_WAIT_MS,
     };
-    tx.send(position(part.view().log_end)).await.map_err(|e| e.to_string())?;
-    let mut responses = client.replica_fetch(ReceiverStream::new(rx)).await.map_err(|e| e.to_string())?.into_inner();
+    tx.send(position(part.view().log_end))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut responses = client
+        .replica_fetch(ReceiverStream::new(rx))
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
     loop {
         let Some(r) = responses.message().await.map_err(|e| e.to_string())? else {
             return Err("leader closed the stream".into());
         };
         if let Some(e) = r.error {
-            if e.code == ErrorCode::OffsetOutOfRange as i32 && part.view().log_end < r.log_start_offset {
+            if e.code == ErrorCode::OffsetOutOfRange as i32
+                && part.view().log_end < r.log_start_offset
+            {
                 // The leader's log starts past ours: start over empty at its log start.
                 let p = Arc::clone(part);
                 let start = r.log_start_offset;
-                blocking(move || p.reset_to(start)).await?.map_err(|e| e.to_string())?;
+                blocking(move || p.reset_to(start))
+                    .await?
+                    .map_err(|e| e.to_string())?;
             }
             return Err(format!("ReplicaFetch: {}", e.message));
         }
@@ -107,7 +132,9 @@ async fn session(manager: &Arc<ReplicaManager>, part: &Arc<Partition>, leader: N
         }
         let p = Arc::clone(part);
         let hw = r.high_watermark;
-        blocking(move || p.append_as_follower(r.batches, hw)).await?.map_err(|e| e.to_string())?;
+        blocking(move || p.append_as_follower(r.batches, hw))
+            .await?
+            .map_err(|e| e.to_string())?;
         if tx.send(position(part.view().log_end)).await.is_err() {
             return Err("request stream closed".into());
         }

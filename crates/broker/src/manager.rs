@@ -49,7 +49,11 @@ pub fn log_config_for(topic: &TopicInfo) -> (LogConfig, usize) {
             }
         }
     }
-    let min_insync = topic.configs.get(MIN_INSYNC_REPLICAS).and_then(|v| v.parse().ok()).unwrap_or(1);
+    let min_insync = topic
+        .configs
+        .get(MIN_INSYNC_REPLICAS)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     (config, min_insync)
 }
 
@@ -94,24 +98,42 @@ impl ReplicaManager {
 
     /// The local replica of a partition.
     pub fn partition(&self, topic: &str, index: u32) -> Option<Arc<Partition>> {
-        self.partitions.read().unwrap_or_else(|e| e.into_inner()).get(&(topic.to_owned(), index)).cloned()
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(topic.to_owned(), index))
+            .cloned()
     }
 
     /// Every local replica.
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// The address of broker `id` from the metadata.
     pub fn broker_address(&self, id: NodeId) -> Option<String> {
-        self.metadata.borrow().brokers.get(&id).map(|b| b.address.clone())
+        self.metadata
+            .borrow()
+            .brokers
+            .get(&id)
+            .map(|b| b.address.clone())
     }
 
     /// The address of the current leader of a partition, from the metadata.
     pub fn leader_address(&self, topic: &str, index: u32) -> Option<String> {
         let leader = {
             let state = self.metadata.borrow();
-            state.topics.get(topic)?.partitions.get(index as usize)?.leader?
+            state
+                .topics
+                .get(topic)?
+                .partitions
+                .get(index as usize)?
+                .leader?
         };
         self.broker_address(leader)
     }
@@ -142,7 +164,8 @@ impl ReplicaManager {
             *next = next.wrapping_add(1);
             *next % self.config.controllers.len()
         };
-        self.channel(&self.config.controllers[i]).map(ControllerClient::new)
+        self.channel(&self.config.controllers[i])
+            .map(ControllerClient::new)
     }
 
     /// Follows the metadata until `shutdown`, then stops fetchers and closes every log
@@ -151,7 +174,8 @@ impl ReplicaManager {
         let mut metadata = self.metadata.clone();
         let mut upkeep = tokio::time::interval(Duration::from_secs(1));
         upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let isr_period = (self.config.replica_lag_time_max / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let isr_period = (self.config.replica_lag_time_max / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(1));
         let mut isr_check = tokio::time::interval(isr_period);
         isr_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_checkpoint = Instant::now();
@@ -232,7 +256,10 @@ impl ReplicaManager {
             partitions
                 .iter()
                 .filter(|(key, part)| {
-                    let same_topic = state.topics.get(&key.0).is_some_and(|t| t.id == part.topic_id);
+                    let same_topic = state
+                        .topics
+                        .get(&key.0)
+                        .is_some_and(|t| t.id == part.topic_id);
                     !same_topic || !wanted.contains(key)
                 })
                 .map(|(k, p)| (k.clone(), Arc::clone(p)))
@@ -240,7 +267,10 @@ impl ReplicaManager {
         };
         for (key, part) in stale {
             self.stop_fetcher(&key);
-            self.partitions.write().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            self.partitions
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
             tracing::info!(topic = %key.0, partition = key.1, "removing replica");
             let deleted = tokio::task::spawn_blocking(move || part.delete()).await;
             if let Ok(Err(e)) = deleted {
@@ -249,12 +279,19 @@ impl ReplicaManager {
         }
 
         for key in wanted {
-            let Some(topic) = state.topics.get(&key.0) else { continue };
-            let Some(info) = topic.partitions.get(key.1 as usize) else { continue };
+            let Some(topic) = state.topics.get(&key.0) else {
+                continue;
+            };
+            let Some(info) = topic.partitions.get(key.1 as usize) else {
+                continue;
+            };
             let (log_config, min_insync) = log_config_for(topic);
             let part = match self.partition(&key.0, key.1) {
                 Some(part) => part,
-                None => match self.open_partition(&key, &topic.id, log_config.clone()).await {
+                None => match self
+                    .open_partition(&key, &topic.id, log_config.clone())
+                    .await
+                {
                     Some(part) => part,
                     None => continue,
                 },
@@ -263,15 +300,28 @@ impl ReplicaManager {
             match info.leader {
                 Some(leader) if leader == me => {
                     self.stop_fetcher(&key);
-                    part.make_leader(info.leader_epoch, info.partition_epoch, &info.replicas, &info.isr, min_insync);
+                    part.make_leader(
+                        info.leader_epoch,
+                        info.partition_epoch,
+                        &info.replicas,
+                        &info.isr,
+                        min_insync,
+                    );
                 }
                 leader => {
                     let changed = part.make_follower(leader, info.leader_epoch);
-                    let running = lock(&self.fetchers).get(&key).is_some_and(|t| !t.is_finished());
+                    let running = lock(&self.fetchers)
+                        .get(&key)
+                        .is_some_and(|t| !t.is_finished());
                     if changed || (leader.is_some() && !running) {
                         self.stop_fetcher(&key);
                         if let Some(leader) = leader {
-                            let task = tokio::spawn(fetcher::run(Arc::clone(self), Arc::clone(&part), leader, info.leader_epoch));
+                            let task = tokio::spawn(fetcher::run(
+                                Arc::clone(self),
+                                Arc::clone(&part),
+                                leader,
+                                info.leader_epoch,
+                            ));
                             lock(&self.fetchers).insert(key.clone(), task);
                         }
                     }
@@ -280,9 +330,19 @@ impl ReplicaManager {
         }
     }
 
-    async fn open_partition(&self, key: &Key, topic_id: &str, config: LogConfig) -> Option<Arc<Partition>> {
+    async fn open_partition(
+        &self,
+        key: &Key,
+        topic_id: &str,
+        config: LogConfig,
+    ) -> Option<Arc<Partition>> {
         let dir = self.config.logs_dir.join(format!("{}-{}", key.0, key.1));
-        let (topic, index, id, me) = (key.0.clone(), key.1, topic_id.to_owned(), self.config.broker_id);
+        let (topic, index, id, me) = (
+            key.0.clone(),
+            key.1,
+            topic_id.to_owned(),
+            self.config.broker_id,
+        );
         let opened = tokio::task::spawn_blocking(move || {
             // A directory left by an earlier topic of the same name is not this topic's log.
             let id_file = dir.join("partition.metadata");
@@ -300,7 +360,10 @@ impl ReplicaManager {
         match opened {
             Ok(Ok(part)) => {
                 let part = Arc::new(part);
-                self.partitions.write().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), Arc::clone(&part));
+                self.partitions
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key.clone(), Arc::clone(&part));
                 Some(part)
             }
             Ok(Err(e)) => {
@@ -342,14 +405,17 @@ impl ReplicaManager {
                 partition_epoch: change.partition_epoch,
                 isr: change.isr.clone(),
             };
-            let result = tokio::time::timeout(Duration::from_secs(5), client.alter_partition(req)).await;
+            let result =
+                tokio::time::timeout(Duration::from_secs(5), client.alter_partition(req)).await;
             match result {
                 Ok(Ok(r)) => {
                     let r = r.into_inner();
                     if let Some(e) = &r.error {
                         tracing::info!(topic = %part.topic, partition = part.index, error = %e.message, "ISR change refused");
                     }
-                    let adopted = r.partition.map(|p| (p.leader_epoch, p.partition_epoch, p.isr));
+                    let adopted = r
+                        .partition
+                        .map(|p| (p.leader_epoch, p.partition_epoch, p.isr));
                     part.isr_change_done(adopted);
                 }
                 _ => part.isr_change_done(None),

@@ -105,7 +105,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Partition {
     /// Opens (and recovers) the log in `dir`; the replica starts as a follower with no leader.
     /// Blocking: call off the async workers.
-    pub fn open(dir: &Path, topic: &str, index: u32, topic_id: &str, broker_id: NodeId, config: LogConfig) -> Result<Self, BrokerError> {
+    pub fn open(
+        dir: &Path,
+        topic: &str,
+        index: u32,
+        topic_id: &str,
+        broker_id: NodeId,
+        config: LogConfig,
+    ) -> Result<Self, BrokerError> {
         let log = PartitionLog::open(dir, config)?;
         let view = View {
             log_end: log.log_end_offset(),
@@ -120,7 +127,10 @@ impl Partition {
             topic_id: topic_id.to_owned(),
             broker_id,
             state: Mutex::new(State {
-                role: Role::Follower { leader: None, epoch: -1 },
+                role: Role::Follower {
+                    leader: None,
+                    epoch: -1,
+                },
                 high_watermark: view.high_watermark,
                 min_insync: 1,
             }),
@@ -148,7 +158,13 @@ impl Partition {
             Role::Leader(l) => (true, l.epoch),
             Role::Follower { epoch, .. } => (false, *epoch),
         };
-        let view = View { log_end: leo, high_watermark: state.high_watermark, log_start: start, leader_epoch: epoch, leading };
+        let view = View {
+            log_end: leo,
+            high_watermark: state.high_watermark,
+            log_start: start,
+            leader_epoch: epoch,
+            leading,
+        };
         self.view.send_if_modified(|v| {
             let changed = *v != view;
             *v = view;
@@ -158,7 +174,14 @@ impl Partition {
 
     /// Becomes (or stays) the leader in `epoch`. Followers get a fresh grace period for the
     /// ISR check; the HW starts where this replica last knew it and advances as they fetch.
-    pub fn make_leader(&self, epoch: i32, partition_epoch: i32, replicas: &[NodeId], isr: &[NodeId], min_insync: usize) {
+    pub fn make_leader(
+        &self,
+        epoch: i32,
+        partition_epoch: i32,
+        replicas: &[NodeId],
+        isr: &[NodeId],
+        min_insync: usize,
+    ) {
         let mut state = lock(&self.state);
         state.min_insync = min_insync.max(1);
         match &mut state.role {
@@ -171,11 +194,25 @@ impl Partition {
             }
             _ => {
                 let now = Instant::now();
-                let leo = self.log.read().unwrap_or_else(|e| e.into_inner()).log_end_offset();
+                let leo = self
+                    .log
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .log_end_offset();
                 let followers = replicas
                     .iter()
                     .filter(|r| **r != self.broker_id)
-                    .map(|r| (*r, Progress { log_end: None, caught_up_at: now, answered_leo: leo, answered_at: now }))
+                    .map(|r| {
+                        (
+                            *r,
+                            Progress {
+                                log_end: None,
+                                caught_up_at: now,
+                                answered_leo: leo,
+                                answered_at: now,
+                            },
+                        )
+                    })
                     .collect();
                 tracing::info!(topic = %self.topic, partition = self.index, epoch, "becoming leader");
                 state.role = Role::Leader(Leading {
@@ -224,13 +261,21 @@ impl Partition {
     /// HW = min LEO over the ISR (unknown follower LEOs hold it), never backwards.
     fn advance_high_watermark(&self, state: &mut State) {
         let Role::Leader(l) = &state.role else { return };
-        let leo = self.log.read().unwrap_or_else(|e| e.into_inner()).log_end_offset();
+        let leo = self
+            .log
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .log_end_offset();
         let mut hw = leo;
         for r in &l.isr {
             if *r == self.broker_id {
                 continue;
             }
-            let follower = l.followers.get(r).and_then(|p| p.log_end).unwrap_or(state.high_watermark);
+            let follower = l
+                .followers
+                .get(r)
+                .and_then(|p| p.log_end)
+                .unwrap_or(state.high_watermark);
             hw = hw.min(follower);
         }
         if hw > state.high_watermark {
@@ -241,7 +286,11 @@ impl Partition {
     /// Appends a producer's batch as leader. With acks=all the ISR must hold at least
     /// `min.insync.replicas` members first (NOT_ENOUGH_REPLICAS otherwise; nothing appended).
     /// Blocking (file I/O): call off the async workers.
-    pub fn append_as_leader(&self, batch: Bytes, acks_all: bool) -> Result<(AppendInfo, i32), BrokerError> {
+    pub fn append_as_leader(
+        &self,
+        batch: Bytes,
+        acks_all: bool,
+    ) -> Result<(AppendInfo, i32), BrokerError> {
         let epoch = {
             let state = lock(&self.state);
             let Role::Leader(l) = &state.role else {
@@ -261,7 +310,11 @@ impl Partition {
             }
             l.epoch
         };
-        let info = self.log.write().unwrap_or_else(|e| e.into_inner()).append_as_leader(batch, epoch)?;
+        let info = self
+            .log
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .append_as_leader(batch, epoch)?;
         let mut state = lock(&self.state);
         self.advance_high_watermark(&mut state);
         self.publish(&state);
@@ -270,7 +323,12 @@ impl Partition {
 
     /// Waits until the HW passes `last_offset` (acks=all). Fails if leadership is lost or the
     /// ISR shrank below `min.insync.replicas` meanwhile, or on `timeout`.
-    pub async fn wait_committed(&self, last_offset: i64, epoch: i32, timeout: Duration) -> Result<(), BrokerError> {
+    pub async fn wait_committed(
+        &self,
+        last_offset: i64,
+        epoch: i32,
+        timeout: Duration,
+    ) -> Result<(), BrokerError> {
         let mut rx = self.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -296,7 +354,10 @@ impl Partition {
                 Err(_) => {
                     return Err(BrokerError::new(
                         ErrorCode::RequestTimedOut,
-                        format!("the batch was not replicated to the ISR within {} ms", timeout.as_millis()),
+                        format!(
+                            "the batch was not replicated to the ISR within {} ms",
+                            timeout.as_millis()
+                        ),
                     ))
                 }
             }
@@ -305,20 +366,39 @@ impl Partition {
 
     /// A follower reports its LEO (`fetch_offset`) in `epoch`. Updates its progress and the
     /// HW; returns an ISR expansion to request when it has caught up and is not in the ISR.
-    pub fn record_follower_fetch(&self, replica: NodeId, epoch: i32, fetch_offset: i64) -> Result<Option<IsrChange>, BrokerError> {
+    pub fn record_follower_fetch(
+        &self,
+        replica: NodeId,
+        epoch: i32,
+        fetch_offset: i64,
+    ) -> Result<Option<IsrChange>, BrokerError> {
         let mut state = lock(&self.state);
         let hw = state.high_watermark;
         let Role::Leader(l) = &mut state.role else {
             return Err(BrokerError::not_leader(&self.topic, self.index, None));
         };
         if epoch != l.epoch {
-            let code = if epoch < l.epoch { ErrorCode::FencedLeaderEpoch } else { ErrorCode::UnknownLeaderEpoch };
-            return Err(BrokerError::new(code, format!("fetch in leader epoch {epoch}, current {}", l.epoch)));
+            let code = if epoch < l.epoch {
+                ErrorCode::FencedLeaderEpoch
+            } else {
+                ErrorCode::UnknownLeaderEpoch
+            };
+            return Err(BrokerError::new(
+                code,
+                format!("fetch in leader epoch {epoch}, current {}", l.epoch),
+            ));
         }
         let Some(progress) = l.followers.get_mut(&replica) else {
-            return Err(BrokerError::new(ErrorCode::InvalidRequest, format!("broker {replica} is not a replica")));
+            return Err(BrokerError::new(
+                ErrorCode::InvalidRequest,
+                format!("broker {replica} is not a replica"),
+            ));
         };
-        let leo = self.log.read().unwrap_or_else(|e| e.into_inner()).log_end_offset();
+        let leo = self
+            .log
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .log_end_offset();
         if fetch_offset >= leo {
             progress.caught_up_at = Instant::now();
         } else if fetch_offset >= progress.answered_leo {
@@ -331,7 +411,11 @@ impl Partition {
             let mut isr = l.isr.clone();
             isr.push(replica);
             isr.sort_unstable();
-            IsrChange { leader_epoch: l.epoch, partition_epoch: l.partition_epoch, isr }
+            IsrChange {
+                leader_epoch: l.epoch,
+                partition_epoch: l.partition_epoch,
+                isr,
+            }
         });
         self.advance_high_watermark(&mut state);
         self.publish(&state);
@@ -351,7 +435,9 @@ impl Partition {
     /// ISR members that have not caught up for `max_lag`: the shrink to request, if any.
     pub fn isr_shrink(&self, max_lag: Duration) -> Option<IsrChange> {
         let mut state = lock(&self.state);
-        let Role::Leader(l) = &mut state.role else { return None };
+        let Role::Leader(l) = &mut state.role else {
+            return None;
+        };
         if l.isr_change_in_flight {
             return None;
         }
@@ -360,15 +446,28 @@ impl Partition {
             .isr
             .iter()
             .filter(|r| **r != self.broker_id)
-            .filter(|r| l.followers.get(r).is_some_and(|p| now.duration_since(p.caught_up_at) > max_lag))
+            .filter(|r| {
+                l.followers
+                    .get(r)
+                    .is_some_and(|p| now.duration_since(p.caught_up_at) > max_lag)
+            })
             .copied()
             .collect();
         if lagging.is_empty() {
             return None;
         }
         l.isr_change_in_flight = true;
-        let isr = l.isr.iter().copied().filter(|r| !lagging.contains(r)).collect();
-        Some(IsrChange { leader_epoch: l.epoch, partition_epoch: l.partition_epoch, isr })
+        let isr = l
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| !lagging.contains(r))
+            .collect();
+        Some(IsrChange {
+            leader_epoch: l.epoch,
+            partition_epoch: l.partition_epoch,
+            isr,
+        })
     }
 
     /// The controller answered an ISR change: adopt its partition state (when it is for this
@@ -390,25 +489,44 @@ impl Partition {
 
     /// Reads whole batches from `offset`, at most `max_bytes` (at least one batch), below
     /// `upper_bound`.
-    pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> Result<Bytes, BrokerError> {
-        Ok(self.log.read().unwrap_or_else(|e| e.into_inner()).read_below(offset, max_bytes, upper_bound)?)
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+    ) -> Result<Bytes, BrokerError> {
+        Ok(self
+            .log
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .read_below(offset, max_bytes, upper_bound)?)
     }
 
     /// ListOffsets by timestamp (committed records only).
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, BrokerError> {
         let hw = self.view().high_watermark;
-        let found = self.log.read().unwrap_or_else(|e| e.into_inner()).offset_for_timestamp(timestamp)?;
+        let found = self
+            .log
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .offset_for_timestamp(timestamp)?;
         Ok(found.filter(|(offset, _)| *offset < hw))
     }
 
     /// Where `epoch` ended in this log (for a follower's OffsetForLeaderEpoch).
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
-        self.log.read().unwrap_or_else(|e| e.into_inner()).end_offset_for_epoch(epoch)
+        self.log
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .end_offset_for_epoch(epoch)
     }
 
     /// The latest epoch in the local log.
     pub fn latest_epoch(&self) -> Option<i32> {
-        self.log.read().unwrap_or_else(|e| e.into_inner()).latest_epoch()
+        self.log
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .latest_epoch()
     }
 
     /// Appends batches fetched from the leader, and adopts the leader's HW (capped by the local
@@ -422,7 +540,11 @@ impl Partition {
         }
         let mut state = lock(&self.state);
         if matches!(state.role, Role::Follower { .. }) {
-            let leo = self.log.read().unwrap_or_else(|e| e.into_inner()).log_end_offset();
+            let leo = self
+                .log
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .log_end_offset();
             state.high_watermark = state.high_watermark.max(leader_hw.min(leo));
         }
         self.publish(&state);
@@ -431,9 +553,16 @@ impl Partition {
 
     /// Truncates the local log to `offset` (divergent tail). Blocking.
     pub fn truncate_to(&self, offset: i64) -> Result<(), BrokerError> {
-        self.log.write().unwrap_or_else(|e| e.into_inner()).truncate_to(offset)?;
+        self.log
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .truncate_to(offset)?;
         let mut state = lock(&self.state);
-        let leo = self.log.read().unwrap_or_else(|e| e.into_inner()).log_end_offset();
+        let leo = self
+            .log
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .log_end_offset();
         state.high_watermark = state.high_watermark.min(leo);
         self.publish(&state);
         Ok(())
@@ -441,7 +570,10 @@ impl Partition {
 
     /// Empties the local log and starts it at `offset` (the leader's log starts past it).
     pub fn reset_to(&self, offset: i64) -> Result<(), BrokerError> {
-        self.log.write().unwrap_or_else(|e| e.into_inner()).truncate_fully_and_start_at(offset)?;
+        self.log
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .truncate_fully_and_start_at(offset)?;
         let mut state = lock(&self.state);
         state.high_watermark = offset;
         self.publish(&state);
@@ -477,7 +609,11 @@ impl Partition {
 
     /// Flushes and closes the log cleanly (clean-shutdown marker). Blocking.
     pub fn close(&self) -> Result<(), BrokerError> {
-        Ok(self.log.write().unwrap_or_else(|e| e.into_inner()).shutdown()?)
+        Ok(self
+            .log
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .shutdown()?)
     }
 
     /// Deletes the log directory (the replica was removed). Blocking.
@@ -485,8 +621,12 @@ impl Partition {
         let log = self.log.read().unwrap_or_else(|e| e.into_inner());
         let dir = log.dir().to_owned();
         drop(log);
-        std::fs::remove_dir_all(&dir)
-            .map_err(|e| BrokerError::new(ErrorCode::KafkaStorageError, format!("deleting {}: {e}", dir.display())))
+        std::fs::remove_dir_all(&dir).map_err(|e| {
+            BrokerError::new(
+                ErrorCode::KafkaStorageError,
+                format!("deleting {}: {e}", dir.display()),
+            )
+        })
     }
 
     /// Whether this replica leads, with its ISR size and min.insync.replicas.

@@ -38,7 +38,9 @@ pub const MAX_FETCH_BYTES: usize = 8 * 1024 * 1024;
 const DEFAULT_PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The broker's services, sharing one replica manager.
@@ -51,7 +53,10 @@ pub struct BrokerService {
 impl BrokerService {
     /// Services over `manager`.
     pub fn new(manager: Arc<ReplicaManager>) -> Self {
-        Self { manager, in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES)) }
+        Self {
+            manager,
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES)),
+        }
     }
 
     /// The client API server.
@@ -76,10 +81,17 @@ impl BrokerService {
         }
         let exists = {
             let state = self.manager.metadata();
-            state.topics.get(topic).is_some_and(|t| (index as usize) < t.partitions.len())
+            state
+                .topics
+                .get(topic)
+                .is_some_and(|t| (index as usize) < t.partitions.len())
         };
         if exists {
-            Err(BrokerError::not_leader(topic, index, self.manager.leader_address(topic, index)))
+            Err(BrokerError::not_leader(
+                topic,
+                index,
+                self.manager.leader_address(topic, index),
+            ))
         } else {
             Err(BrokerError::unknown(topic, index))
         }
@@ -89,7 +101,11 @@ impl BrokerService {
     fn leader(&self, topic: &str, index: u32) -> Result<Arc<Partition>, BrokerError> {
         let part = self.replica(topic, index)?;
         if part.leader_epoch().is_none() {
-            return Err(BrokerError::not_leader(topic, index, self.manager.leader_address(topic, index)));
+            return Err(BrokerError::not_leader(
+                topic,
+                index,
+                self.manager.leader_address(topic, index),
+            ));
         }
         Ok(part)
     }
@@ -101,20 +117,35 @@ impl BrokerService {
         e
     }
 
-    async fn produce_inner(&self, req: pb::ProduceRequest) -> Result<pb::ProduceResponse, BrokerError> {
+    async fn produce_inner(
+        &self,
+        req: pb::ProduceRequest,
+    ) -> Result<pb::ProduceResponse, BrokerError> {
         if !(-1..=1).contains(&req.acks) {
-            return Err(BrokerError::new(ErrorCode::InvalidRequiredAcks, format!("acks must be 0, 1 or -1 (all), not {}", req.acks)));
+            return Err(BrokerError::new(
+                ErrorCode::InvalidRequiredAcks,
+                format!("acks must be 0, 1 or -1 (all), not {}", req.acks),
+            ));
         }
         let part = self.leader(&req.topic, req.partition)?;
         let batch = match req.records {
             Some(pb::produce_request::Records::Batch(batch)) => batch,
             Some(pb::produce_request::Records::Plain(list)) => {
                 if list.records.is_empty() {
-                    return Err(BrokerError::new(ErrorCode::InvalidRequest, "no records to produce"));
+                    return Err(BrokerError::new(
+                        ErrorCode::InvalidRequest,
+                        "no records to produce",
+                    ));
                 }
-                encode_plain(&list.records, now_ms()).map_err(|e| BrokerError::new(ErrorCode::CorruptMessage, e.to_string()))?
+                encode_plain(&list.records, now_ms())
+                    .map_err(|e| BrokerError::new(ErrorCode::CorruptMessage, e.to_string()))?
             }
-            None => return Err(BrokerError::new(ErrorCode::InvalidRequest, "no records to produce")),
+            None => {
+                return Err(BrokerError::new(
+                    ErrorCode::InvalidRequest,
+                    "no records to produce",
+                ))
+            }
         };
         let permits = batch.len().clamp(1, MAX_IN_FLIGHT_BYTES) as u32;
         let _permit = Arc::clone(&self.in_flight)
@@ -123,15 +154,17 @@ impl BrokerService {
             .map_err(|_| BrokerError::new(ErrorCode::UnknownServerError, "broker shutting down"))?;
         let acks_all = req.acks == -1;
         let appender = Arc::clone(&part);
-        let (info, epoch) = tokio::task::spawn_blocking(move || appender.append_as_leader(batch, acks_all))
-            .await
-            .map_err(|e| BrokerError::new(ErrorCode::UnknownServerError, e.to_string()))??;
+        let (info, epoch) =
+            tokio::task::spawn_blocking(move || appender.append_as_leader(batch, acks_all))
+                .await
+                .map_err(|e| BrokerError::new(ErrorCode::UnknownServerError, e.to_string()))??;
         if acks_all {
             let timeout = match req.timeout_ms {
                 0 => DEFAULT_PRODUCE_TIMEOUT,
                 ms => Duration::from_millis(ms.into()),
             };
-            part.wait_committed(info.last_offset, epoch, timeout).await?;
+            part.wait_committed(info.last_offset, epoch, timeout)
+                .await?;
         }
         Ok(pb::ProduceResponse {
             error: None,
@@ -170,9 +203,17 @@ fn next_offset_after(bytes: &Bytes, fallback: i64) -> i64 {
 
 /// One consumer fetch stream: answers as committed batches arrive, heartbeats (empty answers
 /// with the high watermark) every `max_wait`, ends on error or disconnect.
-async fn fetch_loop(part: Arc<Partition>, req: pb::FetchRequest, tx: mpsc::Sender<Result<pb::FetchResponse, Status>>) {
+async fn fetch_loop(
+    part: Arc<Partition>,
+    req: pb::FetchRequest,
+    tx: mpsc::Sender<Result<pb::FetchResponse, Status>>,
+) {
     let max_bytes = (req.max_bytes as usize).clamp(1, MAX_FETCH_BYTES);
-    let max_bytes = if req.max_bytes == 0 { 1024 * 1024 } else { max_bytes };
+    let max_bytes = if req.max_bytes == 0 {
+        1024 * 1024
+    } else {
+        max_bytes
+    };
     let max_wait = Duration::from_millis(u64::from(req.max_wait_ms.clamp(1, 30_000)));
     let min_bytes = req.min_bytes as usize;
     let mut offset = req.offset;
@@ -190,7 +231,10 @@ async fn fetch_loop(part: Arc<Partition>, req: pb::FetchRequest, tx: mpsc::Sende
             if offset < view.log_start || offset > view.log_end {
                 let e = BrokerError::new(
                     ErrorCode::OffsetOutOfRange,
-                    format!("offset {offset} is outside [{}, {}]", view.log_start, view.log_end),
+                    format!(
+                        "offset {offset} is outside [{}, {}]",
+                        view.log_start, view.log_end
+                    ),
                 );
                 let _ = tx.send(Ok(fetch_error(&e))).await;
                 return;
@@ -228,9 +272,12 @@ async fn fetch_loop(part: Arc<Partition>, req: pb::FetchRequest, tx: mpsc::Sende
             for batch in Batches::new(bytes) {
                 let records = batch.and_then(|b| b.records());
                 match records {
-                    Ok(records) => response
-                        .records
-                        .extend(records.into_iter().filter(|r| r.offset >= offset).map(record_to_wire)),
+                    Ok(records) => response.records.extend(
+                        records
+                            .into_iter()
+                            .filter(|r| r.offset >= offset)
+                            .map(record_to_wire),
+                    ),
                     Err(e) => {
                         let e = BrokerError::new(ErrorCode::CorruptMessage, e.to_string());
                         let _ = tx.send(Ok(fetch_error(&e))).await;
@@ -250,7 +297,10 @@ async fn fetch_loop(part: Arc<Partition>, req: pb::FetchRequest, tx: mpsc::Sende
 
 #[tonic::async_trait]
 impl pb::broker_server::Broker for BrokerService {
-    async fn metadata(&self, req: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
+    async fn metadata(
+        &self,
+        req: Request<pb::MetadataRequest>,
+    ) -> Result<Response<pb::MetadataResponse>, Status> {
         let req = req.into_inner();
         let state = self.manager.metadata();
         let brokers = state
@@ -289,16 +339,30 @@ impl pb::broker_server::Broker for BrokerService {
                     Some(t) => describe(t),
                     None => pb::TopicMetadata {
                         name: name.clone(),
-                        error: Some(BrokerError::new(ErrorCode::UnknownTopicOrPartition, format!("unknown topic `{name}`")).to_wire()),
+                        error: Some(
+                            BrokerError::new(
+                                ErrorCode::UnknownTopicOrPartition,
+                                format!("unknown topic `{name}`"),
+                            )
+                            .to_wire(),
+                        ),
                         ..Default::default()
                     },
                 })
                 .collect()
         };
-        Ok(Response::new(pb::MetadataResponse { brokers, topics, controller_id: 0, metadata_version: state.version }))
+        Ok(Response::new(pb::MetadataResponse {
+            brokers,
+            topics,
+            controller_id: 0,
+            metadata_version: state.version,
+        }))
     }
 
-    async fn produce(&self, req: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
+    async fn produce(
+        &self,
+        req: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
         let req = req.into_inner();
         let (topic, index) = (req.topic.clone(), req.partition);
         let response = match self.produce_inner(req).await {
@@ -319,7 +383,10 @@ impl pb::broker_server::Broker for BrokerService {
 
     type FetchStream = FetchStream;
 
-    async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
+    async fn fetch(
+        &self,
+        req: Request<pb::FetchRequest>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
         let req = req.into_inner();
         let (tx, rx) = mpsc::channel(2);
         match self.leader(&req.topic, req.partition) {
@@ -333,19 +400,30 @@ impl pb::broker_server::Broker for BrokerService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn list_offsets(&self, req: Request<pb::ListOffsetsRequest>) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+    async fn list_offsets(
+        &self,
+        req: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
         let req = req.into_inner();
         let result = self.leader(&req.topic, req.partition).and_then(|part| {
             let view = part.view();
             match req.timestamp {
                 -2 => Ok((view.log_start, -1)),
                 -1 => Ok((view.high_watermark, -1)),
-                ts if ts < 0 => Err(BrokerError::new(ErrorCode::InvalidRequest, format!("timestamp {ts} is neither -1, -2 nor a time"))),
+                ts if ts < 0 => Err(BrokerError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("timestamp {ts} is neither -1, -2 nor a time"),
+                )),
                 ts => Ok(part.offset_for_timestamp(ts)?.unwrap_or((-1, -1))),
             }
         });
         let response = match result {
-            Ok((offset, timestamp)) => pb::ListOffsetsResponse { error: None, offset, timestamp, leader_address: String::new() },
+            Ok((offset, timestamp)) => pb::ListOffsetsResponse {
+                error: None,
+                offset,
+                timestamp,
+                leader_address: String::new(),
+            },
             Err(e) => pb::ListOffsetsResponse {
                 error: Some(e.to_wire()),
                 offset: -1,
@@ -356,13 +434,25 @@ impl pb::broker_server::Broker for BrokerService {
         Ok(Response::new(response))
     }
 
-    async fn create_topic(&self, req: Request<cpb::CreateTopicRequest>) -> Result<Response<cpb::CreateTopicResponse>, Status> {
-        let mut client = self.manager.controller().ok_or_else(|| Status::unavailable("no controller configured"))?;
+    async fn create_topic(
+        &self,
+        req: Request<cpb::CreateTopicRequest>,
+    ) -> Result<Response<cpb::CreateTopicResponse>, Status> {
+        let mut client = self
+            .manager
+            .controller()
+            .ok_or_else(|| Status::unavailable("no controller configured"))?;
         client.create_topic(req.into_inner()).await
     }
 
-    async fn delete_topic(&self, req: Request<cpb::DeleteTopicRequest>) -> Result<Response<cpb::DeleteTopicResponse>, Status> {
-        let mut client = self.manager.controller().ok_or_else(|| Status::unavailable("no controller configured"))?;
+    async fn delete_topic(
+        &self,
+        req: Request<cpb::DeleteTopicRequest>,
+    ) -> Result<Response<cpb::DeleteTopicResponse>, Status> {
+        let mut client = self
+            .manager
+            .controller()
+            .ok_or_else(|| Status::unavailable("no controller configured"))?;
         client.delete_topic(req.into_inner()).await
     }
 
@@ -370,7 +460,10 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<cpb::AlterTopicConfigRequest>,
     ) -> Result<Response<cpb::AlterTopicConfigResponse>, Status> {
-        let mut client = self.manager.controller().ok_or_else(|| Status::unavailable("no controller configured"))?;
+        let mut client = self
+            .manager
+            .controller()
+            .ok_or_else(|| Status::unavailable("no controller configured"))?;
         client.alter_topic_config(req.into_inner()).await
     }
 
@@ -378,7 +471,10 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<cpb::DescribeClusterRequest>,
     ) -> Result<Response<cpb::DescribeClusterResponse>, Status> {
-        let mut client = self.manager.controller().ok_or_else(|| Status::unavailable("no controller configured"))?;
+        let mut client = self
+            .manager
+            .controller()
+            .ok_or_else(|| Status::unavailable("no controller configured"))?;
         client.describe_cluster(req.into_inner()).await
     }
 
@@ -386,7 +482,10 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<cpb::DescribeTopicsRequest>,
     ) -> Result<Response<cpb::DescribeTopicsResponse>, Status> {
-        let mut client = self.manager.controller().ok_or_else(|| Status::unavailable("no controller configured"))?;
+        let mut client = self
+            .manager
+            .controller()
+            .ok_or_else(|| Status::unavailable("no controller configured"))?;
         client.describe_topics(req.into_inner()).await
     }
 
@@ -397,8 +496,14 @@ impl pb::broker_server::Broker for BrokerService {
         let topic = req.into_inner().topic;
         let state = self.manager.metadata();
         let Some(info) = state.topics.get(&topic) else {
-            let e = BrokerError::new(ErrorCode::UnknownTopicOrPartition, format!("unknown topic `{topic}`"));
-            return Ok(Response::new(pb::PartitionOffsetsResponse { error: Some(e.to_wire()), partitions: vec![] }));
+            let e = BrokerError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("unknown topic `{topic}`"),
+            );
+            return Ok(Response::new(pb::PartitionOffsetsResponse {
+                error: Some(e.to_wire()),
+                partitions: vec![],
+            }));
         };
         let partitions = (0..info.partitions.len() as u32)
             .map(|i| match self.leader(&topic, i) {
@@ -412,15 +517,28 @@ impl pb::broker_server::Broker for BrokerService {
                         log_end_offset: v.log_end,
                     }
                 }
-                Err(e) => pb::PartitionOffsets { partition: i, error: Some(e.to_wire()), log_start_offset: -1, high_watermark: -1, log_end_offset: -1 },
+                Err(e) => pb::PartitionOffsets {
+                    partition: i,
+                    error: Some(e.to_wire()),
+                    log_start_offset: -1,
+                    high_watermark: -1,
+                    log_end_offset: -1,
+                },
             })
             .collect();
-        Ok(Response::new(pb::PartitionOffsetsResponse { error: None, partitions }))
+        Ok(Response::new(pb::PartitionOffsetsResponse {
+            error: None,
+            partitions,
+        }))
     }
 }
 
 fn replica_error(e: &BrokerError, log_start: i64) -> pb::ReplicaFetchResponse {
-    pb::ReplicaFetchResponse { error: Some(e.to_wire()), log_start_offset: log_start, ..Default::default() }
+    pb::ReplicaFetchResponse {
+        error: Some(e.to_wire()),
+        log_start_offset: log_start,
+        ..Default::default()
+    }
 }
 
 /// The leader's side of one follower's fetch session.
@@ -429,7 +547,9 @@ async fn replica_session(
     mut inbound: Streaming<pb::ReplicaFetchRequest>,
     tx: mpsc::Sender<Result<pb::ReplicaFetchResponse, Status>>,
 ) {
-    let Ok(Some(first)) = inbound.message().await else { return };
+    let Ok(Some(first)) = inbound.message().await else {
+        return;
+    };
     let Some(part) = manager.partition(&first.topic, first.partition) else {
         let e = BrokerError::unknown(&first.topic, first.partition);
         let _ = tx.send(Ok(replica_error(&e, -1))).await;
@@ -448,7 +568,8 @@ async fn replica_session(
             }
         }
         let offset = request.fetch_offset;
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms.clamp(1, 5000)));
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(u64::from(request.max_wait_ms.clamp(1, 5000)));
         loop {
             let view = *views.borrow_and_update();
             if !view.leading {
@@ -459,7 +580,10 @@ async fn replica_session(
             if offset < view.log_start || offset > view.log_end {
                 let e = BrokerError::new(
                     ErrorCode::OffsetOutOfRange,
-                    format!("replica offset {offset} is outside the leader's [{}, {}]", view.log_start, view.log_end),
+                    format!(
+                        "replica offset {offset} is outside the leader's [{}, {}]",
+                        view.log_start, view.log_end
+                    ),
                 );
                 let _ = tx.send(Ok(replica_error(&e, view.log_start))).await;
                 return;
@@ -512,7 +636,11 @@ impl pb::replication_server::Replication for BrokerService {
         req: Request<Streaming<pb::ReplicaFetchRequest>>,
     ) -> Result<Response<Self::ReplicaFetchStream>, Status> {
         let (tx, rx) = mpsc::channel(2);
-        tokio::spawn(replica_session(Arc::clone(&self.manager), req.into_inner(), tx));
+        tokio::spawn(replica_session(
+            Arc::clone(&self.manager),
+            req.into_inner(),
+            tx,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -524,14 +652,34 @@ impl pb::replication_server::Replication for BrokerService {
         let result = self.leader(&req.topic, req.partition).and_then(|part| {
             let current = part.leader_epoch().unwrap_or(-1);
             if req.current_leader_epoch != current {
-                let code = if req.current_leader_epoch < current { ErrorCode::FencedLeaderEpoch } else { ErrorCode::UnknownLeaderEpoch };
-                return Err(BrokerError::new(code, format!("leader epoch {} asked, current {current}", req.current_leader_epoch)));
+                let code = if req.current_leader_epoch < current {
+                    ErrorCode::FencedLeaderEpoch
+                } else {
+                    ErrorCode::UnknownLeaderEpoch
+                };
+                return Err(BrokerError::new(
+                    code,
+                    format!(
+                        "leader epoch {} asked, current {current}",
+                        req.current_leader_epoch
+                    ),
+                ));
             }
-            Ok(part.end_offset_for_epoch(req.leader_epoch).unwrap_or((-1, -1)))
+            Ok(part
+                .end_offset_for_epoch(req.leader_epoch)
+                .unwrap_or((-1, -1)))
         });
         let response = match result {
-            Ok((leader_epoch, end_offset)) => pb::OffsetForLeaderEpochResponse { error: None, leader_epoch, end_offset },
-            Err(e) => pb::OffsetForLeaderEpochResponse { error: Some(e.to_wire()), leader_epoch: -1, end_offset: -1 },
+            Ok((leader_epoch, end_offset)) => pb::OffsetForLeaderEpochResponse {
+                error: None,
+                leader_epoch,
+                end_offset,
+            },
+            Err(e) => pb::OffsetForLeaderEpochResponse {
+                error: Some(e.to_wire()),
+                leader_epoch: -1,
+                end_offset: -1,
+            },
         };
         Ok(Response::new(response))
     }

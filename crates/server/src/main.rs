@@ -118,9 +118,12 @@ async fn start_broker(
         .tcp_nodelay(true)
         .add_service(service.broker_server())
         .add_service(service.replication_server())
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        );
     let server = tokio::spawn(async move {
         if let Err(e) = server.await {
             tracing::error!(error = %e, "broker listener failed");

@@ -152,6 +152,10 @@ impl LeaderEpochCache {
                 });
             }
         }
+        // No epochs at all is what a missing file says already.
+        if self.entries.is_empty() {
+            return Ok(());
+        }
         self.persist()
     }
 }

@@ -11,11 +11,13 @@
 //! leader-epoch-checkpoint         epoch -> first offset (see crate::epoch)
 //! recovery-point-checkpoint       everything below this offset is known to be on disk
 //! log-start-offset-checkpoint     first offset a reader may see
-//! .clean-shutdown                 present only between a clean close and the next open
+//! .clean-shutdown                 present from a clean close until the next change
 //! ```
 //!
 //! Recovery on open: with the clean-shutdown marker, nothing is scanned (only the last index
-//! entry's tail of each segment is walked to find its end). Without it, every segment at or
+//! entry's tail of each segment is walked to find its end). The marker stays while the log is
+//! unchanged and is removed (durably) before the first change, so an idle log costs nothing to
+//! open or close, however many partitions a broker holds. Without it, every segment at or
 //! after the recovery point is scanned batch by batch, checking length, CRC, offset
 //! continuity and leader epoch; the first bad batch and everything after it are cut off with
 //! a warning, and the indexes are rebuilt. Segments wholly below the recovery point (sealed
@@ -28,7 +30,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::batch::{self, BatchError, BatchHeader, TimestampType};
-use crate::checkpoint::{self, read_i64, sync_dir, write_atomic};
+use crate::checkpoint::{read_i64, sync_dir, write_atomic};
 use crate::config::LogConfig;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{IoContext, LogError, Result};
@@ -83,6 +85,11 @@ pub struct PartitionLog {
     oldest_unflushed: Option<Instant>,
     /// Set after a failed write or fsync; the log then refuses writes.
     offline: Option<String>,
+    /// Whether the clean-shutdown marker is on disk (the log is unchanged since a clean
+    /// close); it is removed before the first change.
+    clean_marker: bool,
+    /// The (recovery point, log start) last written to the checkpoint files.
+    checkpointed: (i64, i64),
 }
 
 fn now_ms() -> i64 {
@@ -139,17 +146,16 @@ impl PartitionLog {
     /// module docs). When this returns, every batch in the log is intact and durable.
     pub fn open(dir: impl Into<PathBuf>, config: LogConfig) -> Result<Self> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir).ctx("create log directory", &dir)?;
-        if let Some(parent) = dir.parent() {
-            sync_dir(parent)?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).ctx("create log directory", &dir)?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
         }
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
-        let clean = marker.exists();
-        if clean {
-            // Removed before anything else: a crash from here on must not be taken as clean.
-            std::fs::remove_file(&marker).ctx("remove clean-shutdown marker", &marker)?;
-            sync_dir(&dir)?;
-        }
+        let mut clean_marker = marker.exists();
+        let clean = clean_marker;
+        let mut dir_changed = false;
         let bases = list_segments(&dir)?;
         let (mut epochs, epochs_valid) = LeaderEpochCache::load(&dir);
         let recovery_point = if clean {
@@ -172,6 +178,13 @@ impl PartitionLog {
                 Some(segment) => segment,
                 None => {
                     recovered_any = true;
+                    if clean_marker {
+                        // About to change files: a crash from here on must not pass as clean.
+                        std::fs::remove_file(&marker)
+                            .ctx("remove clean-shutdown marker", &marker)?;
+                        sync_dir(&dir)?;
+                        clean_marker = false;
+                    }
                     let mut expected = segments
                         .values()
                         .next_back()
@@ -198,6 +211,7 @@ impl PartitionLog {
                     if cut > 0 || next_base.is_some_and(|next| segment.next_offset() != next) {
                         // Damage (or a gap) here: nothing after it can be trusted to follow on.
                         segments.insert(base, segment);
+                        dir_changed = true;
                         for &later in &bases[i + 1..] {
                             tracing::warn!(dir = %dir.display(), base_offset = later, "deleting segment after a corrupt one");
                             Segment::open_files(&dir, later)?.delete()?;
@@ -212,8 +226,11 @@ impl PartitionLog {
         if segments.is_empty() {
             let start = read_i64(&dir, LOG_START_FILE).unwrap_or(0).max(0);
             segments.insert(start, Segment::create(&dir, start)?);
+            dir_changed = true;
         }
-        sync_dir(&dir)?;
+        if dir_changed {
+            sync_dir(&dir)?;
+        }
 
         let first_base = segments.keys().next().copied().unwrap_or(0);
         let log_end = segments
@@ -234,6 +251,10 @@ impl PartitionLog {
         epochs.truncate_from_end(log_end)?;
         epochs.truncate_from_start(log_start)?;
 
+        let checkpointed = (
+            read_i64(&dir, RECOVERY_POINT_FILE).unwrap_or(0),
+            read_i64(&dir, LOG_START_FILE).unwrap_or(first_base),
+        );
         let mut log = Self {
             dir,
             config,
@@ -244,6 +265,8 @@ impl PartitionLog {
             unflushed_messages: 0,
             oldest_unflushed: None,
             offline: None,
+            clean_marker,
+            checkpointed,
         };
         if recovered_any || !clean {
             log.checkpoint()?;
@@ -474,6 +497,7 @@ impl PartitionLog {
         batch: &[u8],
         log_append_time: Option<i64>,
     ) -> Result<BatchHeader> {
+        self.mark_dirty()?;
         self.maybe_roll(batch.len() as u64, header.last_offset())?;
         self.epochs
             .assign(header.partition_leader_epoch, header.base_offset)?;
@@ -539,6 +563,7 @@ impl PartitionLog {
     }
 
     fn roll_inner(&mut self) -> Result<()> {
+        self.mark_dirty()?;
         let next = self.log_end_offset();
         if self.active().is_empty() {
             return Ok(());
@@ -637,6 +662,7 @@ impl PartitionLog {
     }
 
     fn truncate_inner(&mut self, offset: i64) -> Result<()> {
+        self.mark_dirty()?;
         let doomed: Vec<i64> = self.segments.range(offset..).map(|(b, _)| *b).collect();
         let removed = !doomed.is_empty();
         for base in doomed {
@@ -673,6 +699,7 @@ impl PartitionLog {
     }
 
     fn reset_inner(&mut self, offset: i64) -> Result<()> {
+        self.mark_dirty()?;
         for (_, segment) in std::mem::take(&mut self.segments) {
             segment.delete()?;
         }
@@ -709,6 +736,7 @@ impl PartitionLog {
     }
 
     fn advance_log_start(&mut self, offset: i64) -> Result<()> {
+        self.mark_dirty()?;
         self.log_start_offset = offset;
         write_atomic(&self.dir, LOG_START_FILE, offset.to_string().as_bytes())?;
         self.epochs.truncate_from_start(offset)?;
@@ -762,6 +790,7 @@ impl PartitionLog {
             if !delete(first, base) {
                 break;
             }
+            self.mark_dirty()?;
             let Some(segment) = self.segments.remove(&base) else {
                 break;
             };
@@ -815,16 +844,39 @@ impl PartitionLog {
     /// Writes the recovery-point and log-start checkpoints (call periodically so recovery after
     /// a crash scans less).
     pub fn checkpoint(&mut self) -> Result<()> {
-        write_atomic(
-            &self.dir,
-            RECOVERY_POINT_FILE,
-            self.recovery_point.to_string().as_bytes(),
-        )?;
-        write_atomic(
-            &self.dir,
-            LOG_START_FILE,
-            self.log_start_offset.to_string().as_bytes(),
-        )
+        if self.checkpointed.0 != self.recovery_point {
+            write_atomic(
+                &self.dir,
+                RECOVERY_POINT_FILE,
+                self.recovery_point.to_string().as_bytes(),
+            )?;
+            self.checkpointed.0 = self.recovery_point;
+        }
+        if self.checkpointed.1 != self.log_start_offset {
+            write_atomic(
+                &self.dir,
+                LOG_START_FILE,
+                self.log_start_offset.to_string().as_bytes(),
+            )?;
+            self.checkpointed.1 = self.log_start_offset;
+        }
+        Ok(())
+    }
+
+    /// Removes the clean-shutdown marker (durably) before the first change to the log, so a
+    /// crash after the change is never taken for a clean shutdown.
+    fn mark_dirty(&mut self) -> Result<()> {
+        if self.clean_marker {
+            let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+            match std::fs::remove_file(&marker) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).ctx("remove clean-shutdown marker", &marker),
+            }
+            sync_dir(&self.dir)?;
+            self.clean_marker = false;
+        }
+        Ok(())
     }
 
     /// Flushes everything, writes the checkpoints and the clean-shutdown marker, so the next
@@ -837,16 +889,18 @@ impl PartitionLog {
     /// writes as if offline, so nothing lands after the clean-shutdown marker.
     pub fn shutdown(&mut self) -> Result<()> {
         self.check_online()?;
-        for segment in self.segments.values_mut() {
-            segment.flush()?;
+        if !self.clean_marker {
+            for segment in self.segments.values_mut() {
+                segment.flush()?;
+            }
+            self.recovery_point = self.log_end_offset();
+            self.checkpoint()?;
+            // The marker needs no fsync of its own: everything it vouches for is durable
+            // already, so if it is lost the next open merely scans.
+            let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+            std::fs::File::create(&marker).ctx("write clean-shutdown marker", &marker)?;
+            self.clean_marker = true;
         }
-        self.recovery_point = self.log_end_offset();
-        self.checkpoint()?;
-        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
-        std::fs::File::create(&marker)
-            .and_then(|f| f.sync_all())
-            .ctx("write clean-shutdown marker", &marker)?;
-        checkpoint::sync_dir(&self.dir)?;
         self.offline = Some("closed".into());
         Ok(())
     }

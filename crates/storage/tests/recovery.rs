@@ -97,11 +97,19 @@ fn clean_shutdown_marker_skips_the_scan() {
     let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
     assert_eq!(log.log_end_offset(), 10);
     assert!(
-        !dir.path().join(CLEAN_SHUTDOWN_FILE).exists(),
-        "the marker is consumed on open"
+        dir.path().join(CLEAN_SHUTDOWN_FILE).exists(),
+        "unchanged: the marker stays"
     );
     drop(log);
-    // Without the marker, the next open scans and cuts the damaged last batch.
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(log.log_end_offset(), 10, "still unchanged, still trusted");
+    log.append_as_leader(batch("after", 1, 0), 0).unwrap();
+    assert!(
+        !dir.path().join(CLEAN_SHUTDOWN_FILE).exists(),
+        "the first change removes it"
+    );
+    drop(log);
+    // Without the marker, the next open scans and cuts the damaged batch and all after it.
     let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
     assert_eq!(log.log_end_offset(), 8);
 }
@@ -242,7 +250,7 @@ fn random_byte_flips_keep_every_batch_before_the_damage_and_none_after() {
             }
         }
         drop(log);
-        std::fs::remove_file(dir.path().join(RECOVERY_POINT_FILE)).unwrap();
+        let _ = std::fs::remove_file(dir.path().join(RECOVERY_POINT_FILE));
 
         let (seg, pos, size, _) = layout[rng.gen_range(0..layout.len())].clone();
         let at = pos + rng.gen_range(0..size);
@@ -278,7 +286,7 @@ fn recovery_after_delete_records_keeps_batches_before_the_first_epoch_entry() {
     log.append_as_leader(batch("b", 4, 0), 3).unwrap();
     log.delete_records_before(2).unwrap();
     drop(log);
-    std::fs::remove_file(dir.path().join(RECOVERY_POINT_FILE)).unwrap();
+    let _ = std::fs::remove_file(dir.path().join(RECOVERY_POINT_FILE));
     let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (2, 8));
     assert_eq!(read_all(&log, 2).len(), 6);

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
+use weir_proto::broker::v1::broker_client::BrokerClient;
 use weir_proto::controller::v1 as pb;
 use weir_proto::controller::v1::controller_client::ControllerClient;
 
@@ -60,6 +61,11 @@ pub struct Node {
 impl Node {
     pub fn controller_addr(&self) -> String {
         format!("127.0.0.1:{}", self.controller_port)
+    }
+
+    /// host:port of the broker listener (clients and replication).
+    pub fn broker_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.broker_port)
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -229,6 +235,59 @@ impl Cluster {
         ControllerClient::new(channel)
     }
 
+    /// A broker client for node `id`'s broker listener (lazy: never blocks).
+    pub fn broker_client(&mut self, id: u64) -> BrokerClient<Channel> {
+        let addr = self.node(id).broker_addr();
+        broker_client_at(&addr)
+    }
+
+    /// Ids of the nodes whose process is running.
+    pub fn running(&mut self) -> Vec<u64> {
+        self.nodes
+            .iter_mut()
+            .filter_map(|n| n.is_running().then_some(n.id))
+            .collect()
+    }
+
+    /// Waits until DescribeCluster through node `via` lists at least `n` active brokers.
+    pub async fn wait_active_brokers(&mut self, via: u64, n: usize, timeout: Duration) {
+        let what = format!("{n} active brokers");
+        wait_for(&what, timeout, || {
+            let mut c = self.client(via);
+            async move {
+                let r = c
+                    .describe_cluster(pb::DescribeClusterRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                (r.brokers.iter().filter(|b| b.state == "active").count() >= n).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Creates a topic with config overrides through node `via`'s controller listener.
+    pub async fn create_topic_with(
+        &mut self,
+        via: u64,
+        name: &str,
+        partitions: i32,
+        rf: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<pb::CreateTopicResponse, tonic::Status> {
+        let mut client = self.client(via);
+        let req = pb::CreateTopicRequest {
+            name: name.into(),
+            partitions,
+            replication_factor: rf,
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        client.create_topic(req).await.map(|r| r.into_inner())
+    }
+
     /// GET /health of node `id`: the status code, or `None` if nothing answers.
     pub fn health(&mut self, id: u64) -> Option<u16> {
         let port = self.node(id).http_port;
@@ -244,11 +303,14 @@ impl Cluster {
             .collect();
         for id in ids {
             let port = self.node(id).http_port;
-            let what = format!("node {id} healthy");
-            wait_for(&what, timeout, || async move {
-                (http_status(port, "/health") == Some(200)).then_some(())
-            })
-            .await;
+            let deadline = Instant::now() + timeout;
+            while http_status(port, "/health") != Some(200) {
+                if Instant::now() >= deadline {
+                    let log = self.log_tail(id);
+                    panic!("node {id} not healthy within {timeout:?}; its log ends:\n{log}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 
@@ -317,6 +379,19 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// A broker client for `addr` (host:port; lazy: never blocks). Unary calls time out after
+/// 10 s; a Fetch stream is not cut by that timeout once its response headers have arrived.
+pub fn broker_client_at(addr: &str) -> BrokerClient<Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy();
+    BrokerClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
 }
 
 /// A minimal HTTP/1.0 GET on 127.0.0.1:`port`; the status code or `None`.

@@ -147,17 +147,38 @@ impl BrokerService {
                 ))
             }
         };
+        // The batch's bytes count against the in-flight budget until they are written.
         let permits = batch.len().clamp(1, MAX_IN_FLIGHT_BYTES) as u32;
-        let _permit = Arc::clone(&self.in_flight)
+        let permit = Arc::clone(&self.in_flight)
             .acquire_many_owned(permits)
             .await
             .map_err(|_| BrokerError::new(ErrorCode::UnknownServerError, "broker shutting down"))?;
         let acks_all = req.acks == -1;
         let appender = Arc::clone(&part);
-        let (info, epoch) =
-            tokio::task::spawn_blocking(move || appender.append_as_leader(batch, acks_all))
-                .await
-                .map_err(|e| BrokerError::new(ErrorCode::UnknownServerError, e.to_string()))??;
+        let append = tokio::task::spawn_blocking(move || {
+            let result = appender.append_as_leader(batch, acks_all);
+            drop(permit);
+            result
+        });
+        if req.acks == 0 {
+            // acks=0 answers at once; the producer asked not to hear about the append.
+            let (topic, index) = (req.topic.clone(), req.partition);
+            tokio::spawn(async move {
+                if let Ok(Err(e)) = append.await {
+                    tracing::debug!(%topic, partition = index, error = %e, "acks=0 append failed");
+                }
+            });
+            return Ok(pb::ProduceResponse {
+                error: None,
+                base_offset: -1,
+                log_append_time: -1,
+                log_start_offset: part.view().log_start,
+                leader_address: String::new(),
+            });
+        }
+        let (info, epoch) = append
+            .await
+            .map_err(|e| BrokerError::new(ErrorCode::UnknownServerError, e.to_string()))??;
         if acks_all {
             let timeout = match req.timeout_ms {
                 0 => DEFAULT_PRODUCE_TIMEOUT,
@@ -168,7 +189,7 @@ impl BrokerService {
         }
         Ok(pb::ProduceResponse {
             error: None,
-            base_offset: if req.acks == 0 { -1 } else { info.base_offset },
+            base_offset: info.base_offset,
             log_append_time: info.log_append_time.unwrap_or(-1),
             log_start_offset: part.view().log_start,
             leader_address: String::new(),

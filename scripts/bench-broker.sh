@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Benchmarks of the broker data path with real weir-server processes on 127.0.0.1 (release
+# build), driven by the produce-bench example (crates/server/examples/produce-bench.rs):
+#
+#   1. 1 node, 100-byte records, acks=1: produce, then consume everything back.
+#   2. 1 node, 1 KiB records, acks=1 (produce + consume), next to the raw sequential write speed
+#      of the same disk (the log-bench example of weir-storage: raw_write_mb_per_sec).
+#   3. 3 nodes, RF 3, acks=-1, 100-byte records, 3 partitions (one leader per node): at full
+#      speed, then at half the rate it reached, for produce latency (p50/p99/max).
+#
+# Prints one JSON line per measurement, each tagged with "run". Data and logs go to a temporary
+# directory that is removed at the end (kept with KEEP=1); every server is killed on exit.
+# Sizes can be changed through the environment: SMALL_RECORDS (default 2000000),
+# LARGE_RECORDS (default 1000000, i.e. 1 GiB of values), RF3_RECORDS (default 1000000),
+# LATENCY_SECONDS (default 20: length of the fixed-rate run), RAW_BYTES (default 1GiB).
+# Each step is bounded in time (STEP_TIMEOUT, default 600 s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SMALL_RECORDS=${SMALL_RECORDS:-2000000}
+LARGE_RECORDS=${LARGE_RECORDS:-1000000}
+RF3_RECORDS=${RF3_RECORDS:-1000000}
+LATENCY_SECONDS=${LATENCY_SECONDS:-20}
+RAW_BYTES=${RAW_BYTES:-1GiB}
+STEP_TIMEOUT=${STEP_TIMEOUT:-600}
+
+cargo build --release -p weir-server --bin weir-server --example produce-bench >&2
+cargo build --release -p weir-storage --example log-bench >&2
+SERVER=$PWD/target/release/weir-server
+BENCH=$PWD/target/release/examples/produce-bench
+LOG_BENCH=$PWD/target/release/examples/log-bench
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/weir-bench-broker.XXXXXX")
+PIDS=()
+
+stop_servers() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  PIDS=()
+}
+
+cleanup() {
+  stop_servers
+  if [[ "${KEEP:-0}" == 1 ]]; then
+    echo "kept $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_cluster NAME N: N combined nodes; sets BOOTSTRAP to node 1's broker listener.
+start_cluster() {
+  local name=$1 n=$2 i quorum=""
+  local -a broker controller http
+  for ((i = 1; i <= n; i++)); do
+    broker[i]=$(free_port)
+    controller[i]=$(free_port)
+    http[i]=$(free_port)
+    quorum+="${quorum:+,}$i@127.0.0.1:${controller[i]}"
+  done
+  for ((i = 1; i <= n; i++)); do
+    local dir=$WORK/$name/node-$i
+    mkdir -p "$dir"
+    WEIR_NODE_ID=$i \
+      WEIR_ROLES=broker,controller \
+      WEIR_LISTEN=127.0.0.1:${broker[i]} \
+      WEIR_CONTROLLER_LISTEN=127.0.0.1:${controller[i]} \
+      WEIR_HTTP_LISTEN=127.0.0.1:${http[i]} \
+      WEIR_CONTROLLER_QUORUM=$quorum \
+      WEIR_DATA_DIR=$dir/data \
+      WEIR_LOG=warn \
+      "$SERVER" >"$dir/server.log" 2>&1 &
+    PIDS+=($!)
+  done
+  for ((i = 1; i <= n; i++)); do
+    local deadline=$((SECONDS + 60))
+    until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${http[i]}/health")" == 200 ]]; do
+      if ((SECONDS > deadline)); then
+        echo "node $i of $name not healthy within 60 s; log:" >&2
+        tail -n 40 "$WORK/$name/node-$i/server.log" >&2
+        exit 1
+      fi
+      sleep 0.2
+    done
+  done
+  BOOTSTRAP=127.0.0.1:${broker[1]}
+}
+
+# bench RUN ARGS...: runs produce-bench against $BOOTSTRAP, tags its JSON line with RUN.
+bench() {
+  local run=$1
+  shift
+  timeout "$STEP_TIMEOUT" "$BENCH" --bootstrap "$BOOTSTRAP" --timeout-secs "$STEP_TIMEOUT" "$@" |
+    sed "s/^{/{\"run\":\"$run\",/"
+}
+
+# field NAME: a numeric field of the JSON line on stdin.
+field() {
+  sed -n "s/.*\"$1\":\([-0-9.e]*\).*/\1/p"
+}
+
+echo "== 1 node" >&2
+start_cluster single 1
+bench 1node-100B-acks1 --topic small --partitions 1 --replication-factor 1 \
+  --records "$SMALL_RECORDS" --record-size 100 --acks 1 --consume
+bench 1node-1KiB-acks1 --topic large --partitions 1 --replication-factor 1 \
+  --records "$LARGE_RECORDS" --record-size 1024 --acks 1 --consume
+stop_servers
+rm -rf "$WORK/single"
+
+echo "== raw sequential writes on the same disk (log-bench)" >&2
+mkdir -p "$WORK/raw"
+timeout "$STEP_TIMEOUT" "$LOG_BENCH" --total-bytes "$RAW_BYTES" --record-size 1024 --dir "$WORK/raw" |
+  sed 's/^{/{"run":"raw-write-1KiB",/'
+
+echo "== 3 nodes, RF 3, acks=-1" >&2
+start_cluster triple 3
+full=$(bench 3node-rf3-100B-acksall --topic replicated --partitions 3 --replication-factor 3 \
+  --records "$RF3_RECORDS" --record-size 100 --acks -1)
+echo "$full"
+rate=$(echo "$full" | field records_per_sec)
+half=$(awk -v r="$rate" 'BEGIN { printf "%d", r / 2 }')
+if ((half > 0)); then
+  records=$((half * LATENCY_SECONDS))
+  bench 3node-rf3-100B-acksall-half-rate --topic replicated-latency --partitions 3 \
+    --replication-factor 3 --records "$records" --record-size 100 --acks -1 --rate "$half"
+fi
+stop_servers

@@ -117,10 +117,9 @@ impl BrokerService {
         e
     }
 
-    async fn produce_inner(
-        &self,
-        req: pb::ProduceRequest,
-    ) -> Result<pb::ProduceResponse, BrokerError> {
+    /// The produce path up to the append: validate, encode plain records, append. What is
+    /// left for acks=all is the wait in [`Appended::finish`].
+    async fn append(&self, req: pb::ProduceRequest) -> Result<Appended, BrokerError> {
         if !(-1..=1).contains(&req.acks) {
             return Err(BrokerError::new(
                 ErrorCode::InvalidRequiredAcks,
@@ -168,34 +167,88 @@ impl BrokerService {
                     tracing::debug!(%topic, partition = index, error = %e, "acks=0 append failed");
                 }
             });
-            return Ok(pb::ProduceResponse {
+            let response = pb::ProduceResponse {
                 error: None,
                 base_offset: -1,
                 log_append_time: -1,
                 log_start_offset: part.view().log_start,
                 leader_address: String::new(),
+            };
+            return Ok(Appended {
+                part,
+                response,
+                wait: None,
             });
         }
         let (info, epoch) = append
             .await
             .map_err(|e| BrokerError::new(ErrorCode::UnknownServerError, e.to_string()))??;
-        if acks_all {
-            let timeout = match req.timeout_ms {
-                0 => DEFAULT_PRODUCE_TIMEOUT,
-                ms => Duration::from_millis(ms.into()),
-            };
-            part.wait_committed(info.last_offset, epoch, timeout)
-                .await?;
-        }
-        Ok(pb::ProduceResponse {
+        let timeout = match req.timeout_ms {
+            0 => DEFAULT_PRODUCE_TIMEOUT,
+            ms => Duration::from_millis(ms.into()),
+        };
+        let response = pb::ProduceResponse {
             error: None,
             base_offset: info.base_offset,
             log_append_time: info.log_append_time.unwrap_or(-1),
             log_start_offset: part.view().log_start,
             leader_address: String::new(),
+        };
+        let wait = acks_all.then_some((info.last_offset, epoch, timeout));
+        Ok(Appended {
+            part,
+            response,
+            wait,
         })
     }
+
+    /// The answer to a produce request: its response, or its error with the leader's address.
+    fn answer(
+        &self,
+        result: Result<pb::ProduceResponse, BrokerError>,
+        topic: &str,
+        index: u32,
+    ) -> pb::ProduceResponse {
+        match result {
+            Ok(r) => r,
+            Err(e) => {
+                let e = self.with_leader(e, topic, index);
+                pb::ProduceResponse {
+                    error: Some(e.to_wire()),
+                    base_offset: -1,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                    leader_address: e.leader_address.unwrap_or_default(),
+                }
+            }
+        }
+    }
 }
+
+/// A produce request whose batch is appended; acks=all still waits for the ISR.
+struct Appended {
+    part: Arc<Partition>,
+    response: pb::ProduceResponse,
+    /// (last offset, leader epoch, timeout) for acks=all.
+    wait: Option<(i64, i32, Duration)>,
+}
+
+impl Appended {
+    async fn finish(self) -> Result<pb::ProduceResponse, BrokerError> {
+        if let Some((last_offset, epoch, timeout)) = self.wait {
+            self.part
+                .wait_committed(last_offset, epoch, timeout)
+                .await?;
+        }
+        Ok(self.response)
+    }
+}
+
+/// Requests a produce stream may have appended and not yet answered.
+const STREAM_IN_FLIGHT: usize = 64;
+
+type PendingAnswer = Pin<Box<dyn std::future::Future<Output = pb::ProduceResponse> + Send>>;
+type ProduceStream = Pin<Box<dyn Stream<Item = Result<pb::ProduceResponse, Status>> + Send>>;
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Status>> + Send>>;
 type ReplicaStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaFetchResponse, Status>> + Send>>;
@@ -386,20 +439,50 @@ impl pb::broker_server::Broker for BrokerService {
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         let req = req.into_inner();
         let (topic, index) = (req.topic.clone(), req.partition);
-        let response = match self.produce_inner(req).await {
-            Ok(r) => r,
-            Err(e) => {
-                let e = self.with_leader(e, &topic, index);
-                pb::ProduceResponse {
-                    error: Some(e.to_wire()),
-                    base_offset: -1,
-                    log_append_time: -1,
-                    log_start_offset: -1,
-                    leader_address: e.leader_address.unwrap_or_default(),
+        let result = match self.append(req).await {
+            Ok(appended) => appended.finish().await,
+            Err(e) => Err(e),
+        };
+        Ok(Response::new(self.answer(result, &topic, index)))
+    }
+
+    type ProduceStreamStream = ProduceStream;
+
+    async fn produce_stream(
+        &self,
+        req: Request<Streaming<pb::ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (pending_tx, mut pending_rx) = mpsc::channel::<PendingAnswer>(STREAM_IN_FLIGHT);
+        let (tx, rx) = mpsc::channel(STREAM_IN_FLIGHT);
+        // Appends happen here, one request after another, in stream order.
+        let service = self.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(req)) = inbound.message().await {
+                let (topic, index) = (req.topic.clone(), req.partition);
+                let appended = service.append(req).await;
+                let answerer = service.clone();
+                let answer: PendingAnswer = Box::pin(async move {
+                    let result = match appended {
+                        Ok(a) => a.finish().await,
+                        Err(e) => Err(e),
+                    };
+                    answerer.answer(result, &topic, index)
+                });
+                if pending_tx.send(answer).await.is_err() {
+                    return;
                 }
             }
-        };
-        Ok(Response::new(response))
+        });
+        // Answers go out in the same order.
+        tokio::spawn(async move {
+            while let Some(answer) = pending_rx.recv().await {
+                if tx.send(Ok(answer.await)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type FetchStream = FetchStream;

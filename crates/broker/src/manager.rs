@@ -148,6 +148,9 @@ impl ReplicaManager {
         let channel = endpoint
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
+            // Replica fetches bring up to 4 MiB per answer: don't stall on 64 KiB windows.
+            .initial_stream_window_size(8 << 20)
+            .initial_connection_window_size(32 << 20)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .connect_lazy();
         channels.insert(addr.to_owned(), channel.clone());

@@ -114,8 +114,12 @@ async fn start_broker(
         .with_context(|| format!("binding the broker listener {}", config.listen))?;
     tracing::info!(addr = %config.listen, advertised = %config.advertised, "broker listener up");
     let mut stop = shutdown.clone();
+    // HTTP/2 flow-control windows sized for 64 KiB-1 MiB batches with several in flight:
+    // at h2's default 64 KiB, each batch would stall on a window update.
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20)
         .add_service(service.broker_server())
         .add_service(service.replication_server())
         .serve_with_incoming_shutdown(

@@ -183,7 +183,10 @@ impl MetaNode {
             .add_service(raft_server(raft.clone()))
             .add_service(controller.service())
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                // TCP_NODELAY on accepted sockets (the builder's setting only applies to listeners
+                // tonic binds itself): Raft messages must not wait on Nagle + delayed ACKs.
+                tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
+                    .map_err(|e| NodeError::Raft(format!("controller listener: {e}")))?,
                 {
                     let mut rx = shutdown_rx.clone();
                     async move {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
@@ -183,13 +184,13 @@ impl ReplicaManager {
         isr_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_checkpoint = Instant::now();
         let first = metadata.borrow_and_update().clone();
-        self.apply_metadata(&first).await;
+        self.apply_metadata(&first, &shutdown).await;
         loop {
             tokio::select! {
                 changed = metadata.changed() => {
                     if changed.is_err() { break; }
                     let state = metadata.borrow_and_update().clone();
-                    self.apply_metadata(&state).await;
+                    self.apply_metadata(&state, &shutdown).await;
                 }
                 _ = isr_check.tick() => self.check_isr(),
                 _ = upkeep.tick() => {
@@ -243,7 +244,11 @@ impl ReplicaManager {
     }
 
     /// Brings the local replicas in line with `state`.
-    async fn apply_metadata(self: &Arc<Self>, state: &MetadataState) {
+    async fn apply_metadata(
+        self: &Arc<Self>,
+        state: &MetadataState,
+        shutdown: &watch::Receiver<bool>,
+    ) {
         let me = self.config.broker_id;
         let mut wanted = Vec::new();
         for (name, topic) in &state.topics {
@@ -281,6 +286,26 @@ impl ReplicaManager {
             }
         }
 
+        // Open the logs of new replicas, several at a time (each costs a few fsyncs), and
+        // give up early when shutting down.
+        let missing: Vec<(Key, String, LogConfig)> = wanted
+            .iter()
+            .filter(|key| self.partition(&key.0, key.1).is_none())
+            .filter_map(|key| {
+                let topic = state.topics.get(&key.0)?;
+                Some((key.clone(), topic.id.clone(), log_config_for(topic).0))
+            })
+            .collect();
+        let mut opens = futures::stream::iter(missing)
+            .map(|(key, id, config)| async move { self.open_partition(&key, &id, config).await })
+            .buffer_unordered(8);
+        while opens.next().await.is_some() {
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+        drop(opens);
+
         for key in wanted {
             let Some(topic) = state.topics.get(&key.0) else {
                 continue;
@@ -289,15 +314,8 @@ impl ReplicaManager {
                 continue;
             };
             let (log_config, min_insync) = log_config_for(topic);
-            let part = match self.partition(&key.0, key.1) {
-                Some(part) => part,
-                None => match self
-                    .open_partition(&key, &topic.id, log_config.clone())
-                    .await
-                {
-                    Some(part) => part,
-                    None => continue,
-                },
+            let Some(part) = self.partition(&key.0, key.1) else {
+                continue; // its log could not be opened (logged)
             };
             part.set_config(log_config, min_insync);
             match info.leader {

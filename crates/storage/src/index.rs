@@ -106,11 +106,12 @@ impl<E: IndexEntry> Index<E> {
     /// A new, empty index; the file is (re)created empty.
     pub fn create(path: &Path) -> Result<Self> {
         File::create(path).ctx("create index", path)?;
+        // Empty, so nothing to fsync; the caller fsyncs the directory for the file itself.
         Ok(Self {
             path: path.to_owned(),
             entries: Vec::new(),
             persisted: 0,
-            dirty: true,
+            dirty: false,
         })
     }
 

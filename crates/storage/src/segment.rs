@@ -94,7 +94,9 @@ impl Segment {
             offset_of_max_timestamp: base_offset,
             bytes_since_index: 0,
             first_append: None,
-            unflushed: true,
+            // Empty: nothing to fsync. The caller fsyncs the directory to make the new
+            // files themselves durable.
+            unflushed: false,
         })
     }
 

@@ -1,0 +1,550 @@
+//! The `weir` command-line tool, run as a real process against real `weir-server` processes:
+//! the whole life of a topic (create → describe → produce 10,000 keyed lines → consume them
+//! back in per-partition order → delete), and the documented errors and exit codes for bad
+//! flags, unknown topics and an unreachable cluster.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+// The serial() guard is held across awaits on purpose: it keeps cluster tests one at a time.
+#![allow(clippy::await_holding_lock)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{free_port, Cluster};
+use tokio::io::AsyncWriteExt;
+
+/// Cluster tests run one at a time: each starts several processes on a 2-core machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// The `weir` binary. It belongs to another package, so cargo does not build it for this
+/// test: it is built here, once per test process, into the same target directory and
+/// profile as this test binary (`<target>/<profile>/deps/cli-…` → `<target>/<profile>/weir`).
+/// Building every time (a no-op when it is fresh) keeps a stale binary from being tested.
+fn weir() -> &'static Path {
+    static WEIR: OnceLock<PathBuf> = OnceLock::new();
+    WEIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let target_dir = profile_dir.parent().unwrap();
+        let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
+            "debug" => "dev".to_owned(),
+            other => other.to_owned(),
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "weir-cli", "--bin", "weir"])
+            .arg("--profile")
+            .arg(&profile)
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build for the weir binary");
+        assert!(status.success(), "cargo build -p weir-cli failed");
+        let bin = profile_dir.join(format!("weir{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+}
+
+/// What a `weir` run left behind.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "weir failed: {self:?}");
+        self
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs `weir ARGS` with `bootstrap` in WEIR_BOOTSTRAP and `stdin` as its input; at most 2
+/// minutes.
+async fn weir_run(bootstrap: &str, args: &[&str], stdin: &[u8]) -> Run {
+    let mut child = tokio::process::Command::new(weir())
+        .args(args)
+        .env("WEIR_BOOTSTRAP", bootstrap)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = tokio::spawn(async move {
+        // The command may exit without reading all its input (an error); that is fine.
+        let _ = input.write_all(&stdin).await;
+    });
+    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("weir {args:?} did not finish within 2 minutes"))
+        .unwrap();
+    writer.await.unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+async fn weir_ok(bootstrap: &str, args: &[&str]) -> Run {
+    weir_run(bootstrap, args, b"").await.ok()
+}
+
+fn keys(value: &serde_json::Value) -> Vec<String> {
+    let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    keys
+}
+
+fn sorted(names: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_topic_lives_its_whole_life_through_the_cli() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3, 0, &[]);
+    cluster.wait_healthy(STARTUP).await;
+    cluster.wait_active_brokers(1, 3, STARTUP).await;
+    let bootstrap = format!(
+        "{},{}",
+        cluster.node(1).broker_addr(),
+        cluster.node(2).broker_addr()
+    );
+    let b = bootstrap.as_str();
+
+    // The cluster: three active brokers, a controller leader, three voters.
+    let described = weir_ok(b, &["cluster", "describe", "--output", "json"])
+        .await
+        .json();
+    assert!(
+        described["controller_leader"].as_u64().is_some(),
+        "{described}"
+    );
+    let brokers = described["brokers"].as_array().unwrap();
+    assert_eq!(brokers.len(), 3, "{described}");
+    for broker in brokers {
+        assert!(broker["id"].as_u64().is_some());
+        assert!(broker["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"));
+        assert_eq!(broker["state"], "active");
+    }
+    assert_eq!(described["quorum"]["voters"].as_array().unwrap().len(), 3);
+    let table = weir_ok(b, &["cluster", "describe"]).await.stdout;
+    assert!(table.contains("Controller leader: "), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("BROKER  ADDRESS")),
+        "{table}"
+    );
+
+    // Create, list, describe.
+    let created = weir_ok(b, &["topic", "create", "orders", "-p", "4", "-r", "3"]).await;
+    assert_eq!(
+        created.stdout,
+        "created topic `orders` with 4 partitions, replication factor 3\n"
+    );
+    let listed = weir_ok(b, &["topic", "list"]).await.stdout;
+    assert!(listed.lines().any(|l| l == "orders"), "{listed}");
+    let topic = weir_ok(b, &["topic", "describe", "orders", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(topic["name"], "orders");
+    let partitions = topic["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 4);
+    for p in partitions {
+        assert_eq!(
+            keys(p),
+            sorted(&[
+                "partition",
+                "leader",
+                "leader_epoch",
+                "replicas",
+                "isr",
+                "log_start_offset",
+                "high_watermark",
+                "log_end_offset"
+            ]),
+            "{p}"
+        );
+        assert_eq!(p["replicas"].as_array().unwrap().len(), 3);
+    }
+    let table = weir_ok(b, &["topic", "describe", "orders"]).await.stdout;
+    let header = table
+        .lines()
+        .find(|l| l.starts_with("PARTITION"))
+        .unwrap_or_else(|| panic!("no partition table in\n{table}"));
+    for column in [
+        "LEADER",
+        "EPOCH",
+        "REPLICAS",
+        "ISR",
+        "LOG START",
+        "HIGH WATERMARK",
+        "LOG END",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+
+    // Produce 10,000 keyed lines.
+    const N: usize = 10_000;
+    let input: String = (0..N).map(|i| format!("k{i}:v{i}\n")).collect();
+    let started = Instant::now();
+    let produced = weir_run(
+        b,
+        &[
+            "produce",
+            "orders",
+            "--key-separator",
+            ":",
+            "--acks",
+            "all",
+            "-H",
+            "src=test",
+        ],
+        input.as_bytes(),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        produced.stderr.trim_end(),
+        format!("produced {N} records to orders (0 failed)")
+    );
+    eprintln!("produced {N} lines in {:?}", started.elapsed());
+    let topic = weir_ok(b, &["topic", "describe", "orders", "-o", "json"])
+        .await
+        .json();
+    let committed: i64 = topic["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["high_watermark"].as_i64().unwrap())
+        .sum();
+    assert_eq!(committed, N as i64, "{topic}");
+
+    // Consume them all back: every record once, each partition in offset order, and the
+    // records of each partition in the order they were produced.
+    let started = Instant::now();
+    let consumed = weir_ok(
+        b,
+        &[
+            "consume",
+            "orders",
+            "--max-messages",
+            "10000",
+            "--idle-timeout-ms",
+            "30000",
+            "--format",
+            "%p %o %k:%v %h",
+        ],
+    )
+    .await;
+    eprintln!("consumed {N} lines in {:?}", started.elapsed());
+    assert_eq!(
+        consumed.stderr.trim_end(),
+        "consumed 10000 records from orders"
+    );
+    let mut per_partition: BTreeMap<u32, Vec<(i64, usize)>> = BTreeMap::new();
+    for line in consumed.stdout.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [p, o, kv, h] = fields[..] else {
+            panic!("unexpected line `{line}`")
+        };
+        let (k, v) = kv.split_once(':').unwrap();
+        let i: usize = k.strip_prefix('k').unwrap().parse().unwrap();
+        assert_eq!(v, format!("v{i}"));
+        assert_eq!(h, "src=test");
+        per_partition
+            .entry(p.parse().unwrap())
+            .or_default()
+            .push((o.parse().unwrap(), i));
+    }
+    let mut seen = vec![false; N];
+    for (p, records) in &per_partition {
+        for (n, (offset, _)) in records.iter().enumerate() {
+            assert_eq!(*offset, n as i64, "partition {p}: offsets out of order");
+        }
+        assert!(
+            records.windows(2).all(|w| w[0].1 < w[1].1),
+            "partition {p}: records out of production order"
+        );
+        for (_, i) in records {
+            assert!(!seen[*i], "record {i} consumed twice");
+            seen[*i] = true;
+        }
+    }
+    assert!(seen.iter().all(|s| *s), "some records were not consumed");
+    assert!(
+        per_partition.len() > 1,
+        "keys should spread over partitions"
+    );
+
+    // The same key lands on the same partition, so a keyed record goes after its peers.
+    let again = weir_run(
+        b,
+        &["produce", "orders", "--key-separator", ":"],
+        b"k7:again\n",
+    )
+    .await
+    .ok();
+    assert_eq!(
+        again.stderr.trim_end(),
+        "produced 1 record to orders (0 failed)"
+    );
+    let p7 = per_partition
+        .iter()
+        .find(|(_, records)| records.iter().any(|(_, i)| *i == 7))
+        .map(|(p, records)| (*p, records.len()))
+        .unwrap();
+    let last = weir_ok(
+        b,
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            &p7.0.to_string(),
+            "--offset",
+            &p7.1.to_string(),
+            "--max-messages",
+            "1",
+            "--format",
+            "%k=%v",
+            "--idle-timeout-ms",
+            "30000",
+        ],
+    )
+    .await;
+    assert_eq!(last.stdout, "k7=again\n");
+
+    // Alter a config, see it in describe.
+    weir_ok(
+        b,
+        &[
+            "topic",
+            "alter",
+            "orders",
+            "--config",
+            "retention.ms=3600000",
+        ],
+    )
+    .await;
+    let topic = weir_ok(b, &["topic", "describe", "orders", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(topic["configs"]["retention.ms"], "3600000", "{topic}");
+
+    // Delete; afterwards the topic is unknown.
+    let deleted = weir_ok(b, &["topic", "delete", "orders"]).await;
+    assert_eq!(deleted.stdout, "deleted topic `orders`\n");
+    let gone = weir_run(b, &["topic", "describe", "orders"], b"").await;
+    assert_eq!(gone.code, 4, "{gone:?}");
+    assert_eq!(gone.stderr, "error: unknown topic `orders`\n");
+}
+
+#[tokio::test]
+async fn bad_flags_and_unknown_topics_give_the_documented_errors() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(1, 0, &[]);
+    cluster.wait_healthy(STARTUP).await;
+    cluster.wait_active_brokers(1, 1, STARTUP).await;
+    let bootstrap = cluster.node(1).broker_addr();
+    let b = bootstrap.as_str();
+
+    // Usage errors: exit 2, clap's message on stderr, nothing on stdout.
+    for (args, says) in [
+        (&["topic", "create"][..], "required"),
+        (&["topic", "frobnicate"], "unrecognized subcommand"),
+        (
+            &["consume", "t", "--offset", "soon"],
+            "expected earliest, latest or an offset",
+        ),
+        (
+            &["consume", "t", "--format", "%x"],
+            "unknown placeholder `%x`",
+        ),
+        (
+            &["consume", "t", "--offset", "1", "--from-timestamp", "5"],
+            "cannot be used with",
+        ),
+        (&["produce", "t", "--acks", "2"], "expected 0, 1 or all"),
+        (
+            &["topic", "create", "t", "--config", "retention.ms"],
+            "expected KEY=VALUE",
+        ),
+        (&["topic", "alter", "t"], "required"),
+        (
+            &["--output", "yaml", "topic", "list"],
+            "invalid value 'yaml'",
+        ),
+    ] {
+        let run = weir_run(b, args, b"").await;
+        assert_eq!(run.code, 2, "weir {args:?}: {run:?}");
+        assert!(run.stderr.starts_with("error: "), "weir {args:?}: {run:?}");
+        assert!(run.stderr.contains(says), "weir {args:?}: {run:?}");
+        assert!(run.stdout.is_empty(), "weir {args:?}: {run:?}");
+    }
+
+    // Help: exit 0, the exit codes documented, examples under every subcommand.
+    let help = weir_ok(b, &["--help"]).await.stdout;
+    assert!(help.contains("Exit codes:"), "{help}");
+    for args in [
+        &["cluster", "describe", "--help"][..],
+        &["topic", "create", "--help"],
+        &["topic", "list", "--help"],
+        &["topic", "describe", "--help"],
+        &["topic", "delete", "--help"],
+        &["topic", "alter", "--help"],
+        &["produce", "--help"],
+        &["consume", "--help"],
+    ] {
+        let help = weir_ok(b, args).await.stdout;
+        assert!(help.contains("Examples:"), "weir {args:?}:\n{help}");
+    }
+
+    // Unknown topics: exit 4 and one line naming the topic.
+    for args in [
+        &["topic", "describe", "nope"][..],
+        &["topic", "delete", "nope"],
+        &["topic", "alter", "nope", "--config", "retention.ms=1"],
+        &["produce", "nope"],
+        &["consume", "nope", "--idle-timeout-ms", "100"],
+    ] {
+        let run = weir_run(b, args, b"a line\n").await;
+        assert_eq!(run.code, 4, "weir {args:?}: {run:?}");
+        assert_eq!(run.stderr, "error: unknown topic `nope`\n", "weir {args:?}");
+    }
+    weir_ok(b, &["topic", "create", "small", "--partitions", "2"]).await;
+    let run = weir_run(b, &["consume", "small", "--partition", "2"], b"").await;
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_eq!(
+        run.stderr,
+        "error: unknown partition 2 of topic `small` (it has 2 partitions)\n"
+    );
+
+    // The cluster refuses: exit 1 with the server's reason and code.
+    let run = weir_run(b, &["topic", "create", "small"], b"").await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.starts_with("error: "), "{run:?}");
+    assert!(
+        run.stderr.trim_end().ends_with("[TOPIC_ALREADY_EXISTS]"),
+        "{run:?}"
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    let run = weir_run(b, &["topic", "create", "big", "-r", "2"], b"").await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("[INVALID_REPLICATION_FACTOR]"),
+        "{run:?}"
+    );
+
+    // A line without the key separator fails alone; the rest are produced; exit 1.
+    let run = weir_run(
+        b,
+        &["produce", "small", "--key-separator", ":"],
+        b"k:v\nno separator\nk2:v2\n",
+    )
+    .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("error: line 2: no key separator `:`"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr
+            .ends_with("produced 2 records to small (1 failed)\n"),
+        "{run:?}"
+    );
+
+    // Empty input produces nothing and succeeds; consume with idle timeout ends cleanly.
+    let run = weir_run(b, &["produce", "small"], b"").await.ok();
+    assert_eq!(run.stderr, "produced 0 records to small (0 failed)\n");
+    let run = weir_ok(
+        b,
+        &[
+            "consume",
+            "small",
+            "--idle-timeout-ms",
+            "1000",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let values: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(values.len(), 2, "{run:?}");
+    assert!(
+        values
+            .iter()
+            .any(|v| v["key"] == "k2" && v["value"] == "v2"),
+        "{run:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_reported_quickly() {
+    // Build (or find) the binary first, so that the timing below is weir's alone.
+    weir();
+    // Nothing listens on this port.
+    let dead = format!("127.0.0.1:{}", free_port());
+    for args in [
+        &["topic", "list"][..],
+        &["cluster", "describe"],
+        &["produce", "t"],
+        &["consume", "t"],
+    ] {
+        let started = Instant::now();
+        let run = weir_run(&dead, args, b"x\n").await;
+        assert_eq!(run.code, 3, "weir {args:?}: {run:?}");
+        assert!(
+            run.stderr
+                .starts_with(&format!("error: cannot reach the cluster at {dead} (")),
+            "weir {args:?}: {run:?}"
+        );
+        assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "weir {args:?} took {:?}",
+            started.elapsed()
+        );
+    }
+    // --bootstrap wins over WEIR_BOOTSTRAP.
+    let run = weir_run("127.0.0.1:1", &["--bootstrap", &dead, "topic", "list"], b"").await;
+    assert_eq!(run.code, 3);
+    assert!(run.stderr.contains(&dead), "{run:?}");
+    // A malformed address is a usage error.
+    let run = weir_run("not an address", &["topic", "list"], b"").await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with("error: invalid --bootstrap `not an address`"),
+        "{run:?}"
+    );
+}

@@ -51,7 +51,23 @@ pub enum Offset {
     Timestamp(i64),
 }
 
-/// A consumed record.
+/// A consumed record, as [`Consumer::stream`] yields it.
+///
+/// ```
+/// use bytes::Bytes;
+/// use weir_client::ConsumerRecord;
+///
+/// let r = ConsumerRecord {
+///     topic: "events".into(),
+///     partition: 0,
+///     offset: 7,
+///     timestamp: 1_700_000_000_000,
+///     key: Some(Bytes::from("user-42")),
+///     value: None, // a tombstone
+///     headers: vec![("trace".into(), Some(Bytes::from("abc")))],
+/// };
+/// assert!(r.value.is_none());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
     /// Topic.

@@ -130,7 +130,14 @@ impl ProducerRecord {
     }
 }
 
-/// Where a record was stored.
+/// Where a record was stored: what a [`DeliveryFuture`] resolves to.
+///
+/// ```
+/// use weir_client::RecordMetadata;
+///
+/// let m = RecordMetadata { topic: "events".into(), partition: 2, offset: 1041, timestamp: 1_700_000_000_000 };
+/// assert_eq!(format!("{}-{}@{}", m.topic, m.partition, m.offset), "events-2@1041");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
     /// Topic.

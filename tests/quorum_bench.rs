@@ -151,8 +151,38 @@ async fn bench_thousand_topics_and_cluster_restart() {
                     replication_factor: 3,
                     configs: Default::default(),
                 };
-                let r = client.create_topic(req).await.unwrap().into_inner();
-                assert!(r.error.is_none(), "{:?}", r.error);
+                // Retry what any admin client retries: a controller change (NOT_CONTROLLER), or
+                // a request that lost its leader midway (then it may exist already).
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    assert!(tries < 100, "topic bulk-{i:04} never created");
+                    match client
+                        .create_topic(req.clone())
+                        .await
+                        .map(|r| r.into_inner())
+                    {
+                        Ok(r) if r.error.is_none() => break,
+                        Ok(r)
+                            if r.error.as_ref().is_some_and(|e| {
+                                e.code
+                                    == weir_proto::common::v1::ErrorCode::TopicAlreadyExists as i32
+                            }) && tries > 1 =>
+                        {
+                            break
+                        }
+                        Ok(r)
+                            if r.error.as_ref().is_some_and(|e| {
+                                e.code == weir_proto::common::v1::ErrorCode::NotController as i32
+                                    || e.code
+                                        == weir_proto::common::v1::ErrorCode::UnknownServerError
+                                            as i32
+                            }) => {}
+                        Ok(r) => panic!("{:?}", r.error),
+                        Err(_) => {}
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         }));
     }

@@ -10,18 +10,18 @@
 #
 # Prints one JSON line per measurement, each tagged with "run". Data and logs go to a temporary
 # directory that is removed at the end (kept with KEEP=1); every server is killed on exit.
-# Sizes can be changed through the environment: SMALL_RECORDS (default 2000000),
-# LARGE_RECORDS (default 1000000, i.e. 1 GiB of values), RF3_RECORDS (default 1000000),
-# LATENCY_SECONDS (default 20: length of the fixed-rate run), RAW_BYTES (default 1GiB).
+# Sizes can be changed through the environment: SMALL_RECORDS (default 10000000),
+# LARGE_RECORDS (default 2000000, i.e. 2 GiB of values), RF3_RECORDS (default 10000000),
+# LATENCY_SECONDS (default 20: length of the fixed-rate run), RAW_BYTES (default 2GiB).
 # Each step is bounded in time (STEP_TIMEOUT, default 600 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SMALL_RECORDS=${SMALL_RECORDS:-2000000}
-LARGE_RECORDS=${LARGE_RECORDS:-1000000}
-RF3_RECORDS=${RF3_RECORDS:-1000000}
+SMALL_RECORDS=${SMALL_RECORDS:-10000000}
+LARGE_RECORDS=${LARGE_RECORDS:-2000000}
+RF3_RECORDS=${RF3_RECORDS:-10000000}
 LATENCY_SECONDS=${LATENCY_SECONDS:-20}
-RAW_BYTES=${RAW_BYTES:-1GiB}
+RAW_BYTES=${RAW_BYTES:-2GiB}
 STEP_TIMEOUT=${STEP_TIMEOUT:-600}
 
 cargo build --release -p weir-server --bin weir-server --example produce-bench >&2

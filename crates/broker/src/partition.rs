@@ -593,6 +593,20 @@ impl Partition {
 
     /// Periodic upkeep: flush by `flush.ms`, retention, checkpoints. Blocking.
     pub fn maintain(&self, now_ms: i64, checkpoint: bool) -> Result<(), BrokerError> {
+        // Sealed segments are fsynced here, without holding the log, so appends never wait
+        // on a segment-sized fsync.
+        let pending = self
+            .log
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_pending_flush()?;
+        if let Some(pending) = pending {
+            let synced = pending.sync();
+            self.log
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .complete_flush(pending, synced)?;
+        }
         let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
         log.flush_if_due()?;
         if checkpoint {

@@ -212,6 +212,33 @@ impl<E: IndexEntry> Index<E> {
 
     /// Writes entries not yet in the file and fsyncs it.
     pub fn flush(&mut self) -> Result<()> {
+        self.write_pending()?;
+        if self.dirty {
+            File::open(&self.path)
+                .and_then(|f| f.sync_all())
+                .ctx("fsync index", &self.path)?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// A handle to fsync the file with later (without `&mut self`), if it has unsynced bytes.
+    pub fn sync_handle(&self) -> Result<Option<File>> {
+        if !self.dirty {
+            return Ok(None);
+        }
+        File::open(&self.path)
+            .map(Some)
+            .ctx("open index", &self.path)
+    }
+
+    /// Records that the file was fsynced through a [`Index::sync_handle`].
+    pub fn mark_synced(&mut self) {
+        self.dirty = false;
+    }
+
+    /// Writes entries not yet in the file, without fsync.
+    pub fn write_pending(&mut self) -> Result<()> {
         if self.persisted < self.entries.len() {
             let mut buf = Vec::with_capacity((self.entries.len() - self.persisted) * E::SIZE);
             for e in &self.entries[self.persisted..] {
@@ -224,12 +251,6 @@ impl<E: IndexEntry> Index<E> {
             file.write_all(&buf).ctx("write index", &self.path)?;
             self.persisted = self.entries.len();
             self.dirty = true;
-        }
-        if self.dirty {
-            File::open(&self.path)
-                .and_then(|f| f.sync_all())
-                .ctx("fsync index", &self.path)?;
-            self.dirty = false;
         }
         Ok(())
     }

@@ -21,7 +21,8 @@
 //! after the recovery point is scanned batch by batch, checking length, CRC, offset
 //! continuity and leader epoch; the first bad batch and everything after it are cut off with
 //! a warning, and the indexes are rebuilt. Segments wholly below the recovery point (sealed
-//! ones, fsynced when they were rolled) are never rescanned.
+//! ones, fsynced after they were rolled: see [`PartitionLog::take_pending_flush`]) are never
+//! rescanned.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,21 @@ pub struct AppendInfo {
     pub record_count: i64,
     /// Bytes appended.
     pub bytes: usize,
+}
+
+/// Sealed segments awaiting fsync, taken from a log by [`PartitionLog::take_pending_flush`].
+#[derive(Debug)]
+pub struct PendingFlush {
+    bases: Vec<i64>,
+    files: Vec<std::fs::File>,
+    upto: i64,
+}
+
+impl PendingFlush {
+    /// fsyncs every file; call without holding the log.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.files.iter().try_for_each(|f| f.sync_all())
+    }
 }
 
 /// What retention removed.
@@ -536,8 +552,9 @@ impl PartitionLog {
 
     /// Starts a new active segment when the next batch would overflow `segment.bytes`, the
     /// active segment is older than `segment.ms`, or its offsets would overflow the indexes'
-    /// 32-bit relative offsets. The old segment is sealed (fsynced) and the recovery point
-    /// checkpointed past it, so it is never scanned again.
+    /// 32-bit relative offsets. The old segment is sealed; once it is fsynced (by
+    /// [`Self::flush`] or [`Self::take_pending_flush`]) the recovery point passes it and it is
+    /// never scanned again.
     fn maybe_roll(&mut self, batch_size: u64, last_offset: i64) -> Result<()> {
         let config = &self.config;
         let active = self.active();
@@ -568,14 +585,13 @@ impl PartitionLog {
         if self.active().is_empty() {
             return Ok(());
         }
+        // The sealed segment is fsynced later (flush, or the broker's upkeep through
+        // take_pending_flush), not here: a segment-sized fsync would stall every append. The
+        // recovery point stays behind it until then, so a crash rescans it.
         self.active_mut().seal()?;
         let segment = Segment::create(&self.dir, next)?;
         self.segments.insert(next, segment);
         sync_dir(&self.dir)?;
-        self.recovery_point = next;
-        self.unflushed_messages = 0;
-        self.oldest_unflushed = None;
-        write_atomic(&self.dir, RECOVERY_POINT_FILE, next.to_string().as_bytes())?;
         tracing::debug!(dir = %self.dir.display(), base_offset = next, "rolled new segment");
         Ok(())
     }
@@ -820,11 +836,77 @@ impl PartitionLog {
     /// error is returned and takes the log offline.
     pub fn flush(&mut self) -> Result<()> {
         self.check_online()?;
+        if let Some(pending) = self.take_pending_flush()? {
+            let synced = pending.sync();
+            self.complete_flush(pending, synced)?;
+        }
         let result = self.active_mut().flush();
         self.fail_on_error(result)?;
         self.recovery_point = self.log_end_offset();
         self.unflushed_messages = 0;
         self.oldest_unflushed = None;
+        Ok(())
+    }
+
+    /// The sealed segments not yet fsynced, as handles to fsync without holding the log:
+    /// call [`PendingFlush::sync`] outside any lock, then [`Self::complete_flush`]. `None` when
+    /// every sealed segment is durable.
+    pub fn take_pending_flush(&mut self) -> Result<Option<PendingFlush>> {
+        self.check_online()?;
+        let active = self.active().base_offset();
+        let mut pending = PendingFlush {
+            bases: Vec::new(),
+            files: Vec::new(),
+            upto: self.recovery_point,
+        };
+        let sealed: Vec<i64> = self.segments.range(..active).map(|(b, _)| *b).collect();
+        for base in sealed {
+            let Some(segment) = self.segments.get(&base) else {
+                continue;
+            };
+            let files = segment.sync_handles()?;
+            if files.is_empty() {
+                continue;
+            }
+            pending.files.extend(files);
+            pending.bases.push(base);
+        }
+        // Everything below the active segment is durable once these are synced.
+        pending.upto = pending.upto.max(active);
+        if pending.bases.is_empty() && pending.upto == self.recovery_point {
+            return Ok(None);
+        }
+        Ok(Some(pending))
+    }
+
+    /// Completes a [`Self::take_pending_flush`]: marks its segments durable and moves the
+    /// recovery point (checkpointed) past them. A failed fsync takes the log offline.
+    pub fn complete_flush(
+        &mut self,
+        pending: PendingFlush,
+        synced: std::io::Result<()>,
+    ) -> Result<()> {
+        if let Err(source) = synced {
+            let result = Err(LogError::Io {
+                op: "fsync sealed segment",
+                path: self.dir.clone(),
+                source,
+            });
+            return self.fail_on_error(result);
+        }
+        for base in &pending.bases {
+            if let Some(segment) = self.segments.get_mut(base) {
+                segment.mark_synced();
+            }
+        }
+        // Segments deleted or truncated meanwhile don't matter: the recovery point never
+        // passes the log end.
+        let upto = pending.upto.min(self.log_end_offset());
+        if upto > self.recovery_point {
+            self.recovery_point = upto;
+            let result = self.checkpoint();
+            self.fail_on_error(result)?;
+        }
         Ok(())
     }
 

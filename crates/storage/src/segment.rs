@@ -555,10 +555,35 @@ impl Segment {
     }
 
     /// Called when the segment stops being the active one: records the final time-index entry
-    /// (so the newest timestamp is known without a scan after restart) and flushes.
+    /// (so the newest timestamp is known without a scan after restart) and writes the indexes'
+    /// pending entries. Not durable yet: fsync later through [`Segment::sync_handles`], so a
+    /// roll never stalls appends on a segment-sized fsync.
     pub fn seal(&mut self) -> Result<()> {
         self.maybe_append_time_entry();
-        self.flush()
+        self.index.write_pending()?;
+        self.time_index.write_pending()
+    }
+
+    /// Handles to fsync this segment's unsynced files with, outside any lock on the log.
+    pub fn sync_handles(&self) -> Result<Vec<File>> {
+        let mut files = Vec::new();
+        if self.unflushed {
+            files.push(
+                self.file
+                    .try_clone()
+                    .ctx("clone segment handle", &self.log_path)?,
+            );
+        }
+        files.extend(self.index.sync_handle()?);
+        files.extend(self.time_index.sync_handle()?);
+        Ok(files)
+    }
+
+    /// Records that the handles from [`Segment::sync_handles`] were fsynced.
+    pub fn mark_synced(&mut self) {
+        self.unflushed = false;
+        self.index.mark_synced();
+        self.time_index.mark_synced();
     }
 
     /// Deletes the segment's files.

@@ -609,13 +609,22 @@ impl Partition {
         }
         let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
         log.flush_if_due()?;
+        let mut pending_checkpoint = None;
         if checkpoint {
             // Retention only deletes what consumers may no longer need: it never passes the
             // HW, since the active segment (holding everything uncommitted) is never deleted.
             log.enforce_retention(now_ms)?;
-            log.checkpoint()?;
+            pending_checkpoint = log.pending_checkpoint();
         }
         drop(log);
+        // Checkpoint files are fsynced without holding the log either.
+        if let Some(c) = pending_checkpoint {
+            c.write()?;
+            self.log
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .checkpoint_written(&c);
+        }
         let state = lock(&self.state);
         self.publish(&state);
         Ok(())

@@ -34,4 +34,4 @@ pub use batch::{
 pub use compression::Compression;
 pub use config::{ConfigError, FlushPolicy, LogConfig};
 pub use error::{LogError, Result};
-pub use log::{AppendInfo, PartitionLog, PendingFlush, RetentionOutcome};
+pub use log::{AppendInfo, Checkpoint, PartitionLog, PendingFlush, RetentionOutcome};

@@ -61,12 +61,36 @@ pub struct AppendInfo {
     pub bytes: usize,
 }
 
+/// Checkpoint values to write, taken from a log by [`PartitionLog::pending_checkpoint`].
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    dir: PathBuf,
+    recovery_point: Option<i64>,
+    log_start: Option<i64>,
+}
+
+impl Checkpoint {
+    /// Writes the files (temp file, fsync, rename, fsync the directory); call without holding
+    /// the log, then [`PartitionLog::checkpoint_written`].
+    pub fn write(&self) -> Result<()> {
+        if let Some(v) = self.recovery_point {
+            write_atomic(&self.dir, RECOVERY_POINT_FILE, v.to_string().as_bytes())?;
+        }
+        if let Some(v) = self.log_start {
+            write_atomic(&self.dir, LOG_START_FILE, v.to_string().as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
 /// Sealed segments awaiting fsync, taken from a log by [`PartitionLog::take_pending_flush`].
 #[derive(Debug)]
 pub struct PendingFlush {
     bases: Vec<i64>,
     files: Vec<std::fs::File>,
     upto: i64,
+    /// Whether `files` includes the directory (a segment was created since its last fsync).
+    dir: bool,
 }
 
 impl PendingFlush {
@@ -106,6 +130,8 @@ pub struct PartitionLog {
     clean_marker: bool,
     /// The (recovery point, log start) last written to the checkpoint files.
     checkpointed: (i64, i64),
+    /// A segment was created since the directory was last fsynced.
+    dir_unsynced: bool,
 }
 
 fn now_ms() -> i64 {
@@ -283,6 +309,7 @@ impl PartitionLog {
             offline: None,
             clean_marker,
             checkpointed,
+            dir_unsynced: false,
         };
         if recovered_any || !clean {
             log.checkpoint()?;
@@ -591,7 +618,9 @@ impl PartitionLog {
         self.active_mut().seal()?;
         let segment = Segment::create(&self.dir, next)?;
         self.segments.insert(next, segment);
-        sync_dir(&self.dir)?;
+        // The new file's directory entry is fsynced with the sealed segment, before anything
+        // in it counts as durable.
+        self.dir_unsynced = true;
         tracing::debug!(dir = %self.dir.display(), base_offset = next, "rolled new segment");
         Ok(())
     }
@@ -858,7 +887,14 @@ impl PartitionLog {
             bases: Vec::new(),
             files: Vec::new(),
             upto: self.recovery_point,
+            dir: false,
         };
+        if self.dir_unsynced {
+            pending
+                .files
+                .push(std::fs::File::open(&self.dir).ctx("open log directory", &self.dir)?);
+            pending.dir = true;
+        }
         let sealed: Vec<i64> = self.segments.range(..active).map(|(b, _)| *b).collect();
         for base in sealed {
             let Some(segment) = self.segments.get(&base) else {
@@ -873,7 +909,7 @@ impl PartitionLog {
         }
         // Everything below the active segment is durable once these are synced.
         pending.upto = pending.upto.max(active);
-        if pending.bases.is_empty() && pending.upto == self.recovery_point {
+        if pending.bases.is_empty() && !pending.dir && pending.upto == self.recovery_point {
             return Ok(None);
         }
         Ok(Some(pending))
@@ -899,14 +935,14 @@ impl PartitionLog {
                 segment.mark_synced();
             }
         }
+        if pending.dir {
+            self.dir_unsynced = false;
+        }
         // Segments deleted or truncated meanwhile don't matter: the recovery point never
         // passes the log end.
+        // The checkpoint file follows at the next checkpoint; until then a crash only scans more.
         let upto = pending.upto.min(self.log_end_offset());
-        if upto > self.recovery_point {
-            self.recovery_point = upto;
-            let result = self.checkpoint();
-            self.fail_on_error(result)?;
-        }
+        self.recovery_point = self.recovery_point.max(upto);
         Ok(())
     }
 
@@ -924,25 +960,37 @@ impl PartitionLog {
     }
 
     /// Writes the recovery-point and log-start checkpoints (call periodically so recovery after
-    /// a crash scans less).
+    /// a crash scans less). A log shared behind a lock can use [`Self::pending_checkpoint`]
+    /// to write them without holding it.
     pub fn checkpoint(&mut self) -> Result<()> {
-        if self.checkpointed.0 != self.recovery_point {
-            write_atomic(
-                &self.dir,
-                RECOVERY_POINT_FILE,
-                self.recovery_point.to_string().as_bytes(),
-            )?;
-            self.checkpointed.0 = self.recovery_point;
-        }
-        if self.checkpointed.1 != self.log_start_offset {
-            write_atomic(
-                &self.dir,
-                LOG_START_FILE,
-                self.log_start_offset.to_string().as_bytes(),
-            )?;
-            self.checkpointed.1 = self.log_start_offset;
+        if let Some(pending) = self.pending_checkpoint() {
+            pending.write()?;
+            self.checkpoint_written(&pending);
         }
         Ok(())
+    }
+
+    /// The checkpoint values that changed since last written, if any.
+    pub fn pending_checkpoint(&self) -> Option<Checkpoint> {
+        let recovery_point =
+            (self.checkpointed.0 != self.recovery_point).then_some(self.recovery_point);
+        let log_start =
+            (self.checkpointed.1 != self.log_start_offset).then_some(self.log_start_offset);
+        (recovery_point.is_some() || log_start.is_some()).then(|| Checkpoint {
+            dir: self.dir.clone(),
+            recovery_point,
+            log_start,
+        })
+    }
+
+    /// Records that `written` reached the disk.
+    pub fn checkpoint_written(&mut self, written: &Checkpoint) {
+        if let Some(v) = written.recovery_point {
+            self.checkpointed.0 = v;
+        }
+        if let Some(v) = written.log_start {
+            self.checkpointed.1 = v;
+        }
     }
 
     /// Removes the clean-shutdown marker (durably) before the first change to the log, so a

@@ -122,10 +122,12 @@ fn sealed_segments_below_the_recovery_point_are_not_rescanned() {
         log.append_as_leader(batch(&format!("b{i}"), 2, i), 0)
             .unwrap();
     }
-    // The broker syncs sealed segments in the background; that moves the recovery point.
+    // The broker syncs sealed segments in the background; that moves the recovery point,
+    // and its periodic checkpoint writes it down.
     let pending = log.take_pending_flush().unwrap().unwrap();
     let synced = pending.sync();
     log.complete_flush(pending, synced).unwrap();
+    log.checkpoint().unwrap();
     let bases = log.segment_base_offsets();
     assert!(bases.len() >= 3);
     drop(log);

@@ -319,7 +319,7 @@ async fn admin_produce_consume_seek_and_errors_on_one_node() {
     assert_eq!(text(&got[0].value), "late-0");
     assert_eq!(got[4].offset, hw0 + 4);
     seeker
-        .assign("keyed", 0, Offset::Timestamp(base_ts + 2500))
+        .seek("keyed", 0, Offset::Timestamp(base_ts + 2500))
         .await
         .unwrap();
     assert_eq!(seeker.position("keyed", 0), Some(hw0 + 3));
@@ -334,10 +334,12 @@ async fn admin_produce_consume_seek_and_errors_on_one_node() {
         .await
         .unwrap();
     assert_eq!(seeker.position("keyed", 0), Some(hw0 + 5));
-    seeker
-        .assign("keyed", 0, Offset::At(hw0 + 1))
-        .await
-        .unwrap();
+    seeker.seek("keyed", 0, Offset::At(hw0 + 1)).await.unwrap();
+    // Seeking a partition that is not assigned is refused.
+    assert!(matches!(
+        seeker.seek("keyed", 1, Offset::Earliest).await,
+        Err(weir_client::Error::InvalidInput(_))
+    ));
     let got = read_n(&mut seeker, 1, Duration::from_secs(20)).await;
     assert_eq!(text(&got[0].value), "late-1");
 

@@ -171,6 +171,18 @@ impl Consumer {
         Ok(())
     }
 
+    /// Moves an assigned partition to `to` (an offset, the earliest or latest offset, or the
+    /// first record at or after a timestamp); the next [`Consumer::stream`] reads from there.
+    /// Fails with `InvalidInput` when the partition is not assigned.
+    pub async fn seek(&mut self, topic: &str, partition: u32, to: Offset) -> Result<()> {
+        if self.position(topic, partition).is_none() {
+            return Err(Error::InvalidInput(format!(
+                "partition {partition} of topic `{topic}` is not assigned; assign it first"
+            )));
+        }
+        self.assign(topic, partition, to).await
+    }
+
     /// Stops reading `topic`/`partition`; whether it was assigned.
     pub fn unassign(&mut self, topic: &str, partition: u32) -> bool {
         let Some(parts) = self.positions.get_mut(topic) else {

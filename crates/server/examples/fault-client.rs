@@ -19,8 +19,10 @@
 //!   controller.
 //! - `wait-leader TOPIC PARTITION --not ID`: until the partition has a leader other than ID.
 //! - `wait-isr TOPIC --size N`: until every partition's ISR has N members.
-//! - `controller`: the controller leader's node id.
+//! - `controller`: the controller leader's node id, the brokers with their state, the voters.
+//! - `metadata TOPIC`: the first bootstrap broker's own Metadata view of a topic.
 //! - `wait-controller --not ID`: until a controller other than ID leads the quorum.
+//! - `wait-fenced NODE`: until the controller has fenced broker NODE.
 //! - `wait-rejoin NODE --topic T`: until broker NODE is registered and active again and its own
 //!   broker listener answers Metadata that knows topic T (it has replayed the metadata log past
 //!   T's creation).
@@ -65,6 +67,8 @@ type BoxResult<T> = Result<T, BoxError>;
 
 /// How often a wait polls its condition.
 const POLL: Duration = Duration::from_millis(200);
+/// Bound of one admin or Metadata request.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bytes asked for per Fetch answer.
 const FETCH_MAX_BYTES: u32 = 1 << 20;
 
@@ -131,8 +135,13 @@ enum Command {
         #[arg(long)]
         size: usize,
     },
-    /// Prints the controller leader's node id.
+    /// Prints the controller leader's node id, the brokers and the voters.
     Controller,
+    /// Prints the first bootstrap broker's own Metadata view of a topic.
+    Metadata {
+        /// Topic name.
+        topic: String,
+    },
     /// Waits until a controller other than `--not` leads the quorum.
     WaitController {
         /// The controller to see replaced.
@@ -141,6 +150,11 @@ enum Command {
         /// When the fault happened (ms since the epoch), to report the seconds since.
         #[arg(long)]
         since_ms: Option<u64>,
+    },
+    /// Waits until the controller has fenced broker NODE (its heartbeats stopped).
+    WaitFenced {
+        /// Node id.
+        node: u64,
     },
     /// Waits until broker NODE is active and its own listener knows `--topic`.
     WaitRejoin {
@@ -278,7 +292,12 @@ impl Cluster {
         }
     }
 
-    /// Runs `call` against the first bootstrap broker that answers it.
+    /// Runs `call` against the first bootstrap broker that answers it within `ADMIN_TIMEOUT`.
+    ///
+    /// A broker forwards an admin request to one controller and does not try another, so
+    /// while a controller is unreachable some requests fail, or hang until the broker's own
+    /// timeout; the short bound here and the polling of every wait keep that from stretching
+    /// a wait.
     async fn any<T, F, Fut>(&self, mut call: F) -> BoxResult<T>
     where
         F: FnMut(BrokerClient<Channel>) -> Fut,
@@ -287,12 +306,13 @@ impl Cluster {
         let mut failures = Vec::new();
         for addr in &self.bootstrap {
             match self.client(addr).await {
-                Ok(client) => match call(client).await {
-                    Ok(answer) => return Ok(answer.into_inner()),
-                    Err(status) => {
+                Ok(client) => match tokio::time::timeout(ADMIN_TIMEOUT, call(client)).await {
+                    Ok(Ok(answer)) => return Ok(answer.into_inner()),
+                    Ok(Err(status)) => {
                         self.forget(addr);
                         failures.push(format!("{addr}: {}", status.message()));
                     }
+                    Err(_) => failures.push(format!("{addr}: no answer within {ADMIN_TIMEOUT:?}")),
                 },
                 Err(e) => failures.push(e.to_string()),
             }
@@ -599,7 +619,7 @@ impl PartitionProducer {
                     );
                     break false;
                 }
-                if attempts == 1 || attempts % 10 == 0 {
+                if attempts == 1 || attempts.is_multiple_of(10) {
                     eprintln!(
                         "partition {}: retrying (attempt {attempts}): {failure} at {leader}",
                         self.partition
@@ -965,7 +985,38 @@ async fn run(cli: Cli) -> BoxResult<(Value, bool)> {
         }
         Command::Controller => {
             let c = cluster.describe_cluster().await?;
-            json!({ "controller_leader": c.controller_leader, "term": c.term })
+            let brokers: Vec<Value> = c
+                .brokers
+                .iter()
+                .map(|b| json!({ "id": b.id, "address": b.address, "state": b.state }))
+                .collect();
+            let voters: Vec<Value> = c
+                .voters
+                .iter()
+                .map(|v| json!({ "id": v.id, "address": v.address, "lag": v.lag }))
+                .collect();
+            json!({
+                "controller_leader": c.controller_leader,
+                "term": c.term,
+                "brokers": brokers,
+                "voters": voters,
+            })
+        }
+        Command::Metadata { topic } => {
+            let md = cluster.metadata(&topic).await?;
+            let topics: Vec<Value> = md
+                .topics
+                .iter()
+                .map(|t| {
+                    let leaders: Vec<i64> = t.partitions.iter().map(|p| p.leader).collect();
+                    json!({ "name": t.name, "error": code(&t.error), "leaders": leaders })
+                })
+                .collect();
+            json!({
+                "controller_id": md.controller_id,
+                "metadata_version": md.metadata_version,
+                "topics": topics,
+            })
         }
         Command::WaitController { not, since_ms } => {
             let what = format!("a controller leader other than {not}");
@@ -981,6 +1032,18 @@ async fn run(cli: Cli) -> BoxResult<(Value, bool)> {
                 "seconds": seconds_since(since_ms, started),
             })
         }
+        Command::WaitFenced { node } => {
+            let what = format!("broker {node} to be fenced");
+            wait_for(&what, limit, || async {
+                let c = cluster.describe_cluster().await?;
+                Ok(c.brokers
+                    .iter()
+                    .any(|b| b.id == node && b.state == "fenced")
+                    .then_some(()))
+            })
+            .await?;
+            json!({ "node": node, "state": "fenced", "seconds": seconds_since(None, started) })
+        }
         Command::WaitRejoin { node, topic } => {
             let what = format!("node {node} to rejoin and learn topic {topic}");
             let (address, version) = wait_for(&what, limit, || async {
@@ -995,18 +1058,18 @@ async fn run(cli: Cli) -> BoxResult<(Value, bool)> {
                 // Ask the node's own broker: it must have replayed the metadata log past the
                 // topic's creation.
                 let mut client = cluster.client(&b.address).await?;
-                let md = client
-                    .metadata(bpb::MetadataRequest {
-                        topics: vec![topic.clone()],
-                    })
-                    .await?
+                let req = bpb::MetadataRequest {
+                    topics: vec![topic.clone()],
+                };
+                let md = tokio::time::timeout(ADMIN_TIMEOUT, client.metadata(req))
+                    .await
+                    .map_err(|_| format!("{}: no Metadata answer", b.address))??
                     .into_inner();
                 let knows = md
                     .topics
                     .iter()
                     .any(|t| t.name == topic && code(&t.error) == 0 && !t.partitions.is_empty());
-                Ok((knows && md.controller_id != 0)
-                    .then(|| (b.address.clone(), md.metadata_version)))
+                Ok(knows.then(|| (b.address.clone(), md.metadata_version)))
             })
             .await?;
             json!({

@@ -6,8 +6,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use clap::Parser;
+
+/// A flag or variable with a bad value; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(ConfigError(format!($($arg)*)))
+    };
+}
 
 /// Runs one Weir node: a broker, a controller (Raft voter of the metadata quorum), or both.
 #[derive(Debug, Parser)]
@@ -122,18 +132,22 @@ fn loopback_if_unspecified(addr: SocketAddr) -> String {
 }
 
 /// Parses `1@host:port,2@host:port`.
-pub fn parse_quorum(text: &str) -> anyhow::Result<Vec<(u64, String)>> {
+pub fn parse_quorum(text: &str) -> Result<Vec<(u64, String)>, ConfigError> {
     let mut voters = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part
-            .split_once('@')
-            .with_context(|| format!("controller quorum entry `{part}` is not id@host:port"))?;
+        let (id, addr) = part.split_once('@').ok_or_else(|| {
+            ConfigError(format!(
+                "controller quorum entry `{part}` is not id@host:port"
+            ))
+        })?;
         let id: u64 = id
             .parse()
-            .with_context(|| format!("controller quorum entry `{part}`: bad id"))?;
-        let (host, port) = addr
-            .rsplit_once(':')
-            .with_context(|| format!("controller quorum entry `{part}`: address lacks a port"))?;
+            .map_err(|_| ConfigError(format!("controller quorum entry `{part}`: bad id")))?;
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
+            ConfigError(format!(
+                "controller quorum entry `{part}`: address lacks a port"
+            ))
+        })?;
         if host.is_empty() || port.parse::<u16>().is_err() {
             bail!("controller quorum entry `{part}`: bad address");
         }
@@ -150,7 +164,7 @@ pub fn parse_quorum(text: &str) -> anyhow::Result<Vec<(u64, String)>> {
 
 impl Args {
     /// Validates the flags, naming the bad value.
-    pub fn validate(self) -> anyhow::Result<ServerConfig> {
+    pub fn validate(self) -> Result<ServerConfig, ConfigError> {
         let mut roles = Roles {
             broker: false,
             controller: false,
@@ -226,10 +240,10 @@ impl Args {
 mod tests {
     use super::*;
 
-    fn args(extra: &[&str]) -> anyhow::Result<ServerConfig> {
+    fn args(extra: &[&str]) -> Result<ServerConfig, Box<dyn std::error::Error>> {
         let mut argv = vec!["weir-server"];
         argv.extend_from_slice(extra);
-        Args::try_parse_from(argv)?.validate()
+        Ok(Args::try_parse_from(argv)?.validate()?)
     }
 
     #[test]

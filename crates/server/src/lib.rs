@@ -1,0 +1,183 @@
+//! A Weir node, as a library: the wiring of its roles — the metadata quorum member (voter with
+//! the controller role, learner otherwise), the broker's session with the controller and its
+//! data path, and the HTTP endpoint — started by [`Node::start`] and stopped cleanly by
+//! [`Node::shutdown`]. The `weir-server` binary is this plus flags and signals; tests and
+//! embedders run a node in-process the same way.
+
+pub mod config;
+mod http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use weir_broker::lifecycle::{self, LifecycleConfig};
+use weir_broker::{BrokerConfig, BrokerService, ReplicaManager};
+use weir_meta::controller::ControllerConfig;
+use weir_meta::node::{MetaConfig, MetaNode, NodeError};
+
+pub use crate::config::{Args, ConfigError, Roles, ServerConfig};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The metadata quorum member did not start.
+    #[error("starting the metadata quorum member: {0}")]
+    Meta(#[from] NodeError),
+    /// A listener could not be bound.
+    #[error("binding the {what} listener {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Its address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running node.
+pub struct Node {
+    meta: MetaNode,
+    shutdown: watch::Sender<bool>,
+    lifecycle: Option<JoinHandle<()>>,
+    data_path: Option<(JoinHandle<()>, JoinHandle<()>)>,
+    http: JoinHandle<()>,
+}
+
+impl Node {
+    /// Starts every role `config` names; returns once all listeners are bound.
+    pub async fn start(config: ServerConfig) -> Result<Self, StartError> {
+        tracing::info!(node = config.node_id, roles = ?config.roles, listen = %config.listen, data_dir = %config.data_dir.display(), "starting weir-server");
+        let mut meta_config = MetaConfig::new(
+            config.node_id,
+            config.roles.controller,
+            config.controller_listen,
+            config.advertised_controller.clone(),
+            config.quorum.clone(),
+            config.data_dir.join("metadata"),
+        );
+        meta_config.controller = ControllerConfig {
+            session_timeout: config.session_timeout,
+            ..ControllerConfig::default()
+        };
+        meta_config.snapshot_every = config.snapshot_entries;
+        let meta = MetaNode::start(meta_config).await?;
+        tracing::info!(addr = %meta.local_addr(), "controller listener up");
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let broker = config.roles.broker.then(|| {
+            lifecycle::spawn(
+                LifecycleConfig {
+                    broker_id: config.node_id,
+                    advertised: config.advertised.clone(),
+                    rack: config.rack.clone(),
+                    controllers: config.quorum.iter().map(|(_, a)| a.clone()).collect(),
+                    heartbeat_interval: config.heartbeat,
+                },
+                meta.subscribe(),
+                shutdown_rx.clone(),
+            )
+        });
+        let data_path = match config.roles.broker {
+            true => Some(start_broker(&config, &meta, shutdown_rx.clone()).await?),
+            false => None,
+        };
+        let probe = http::Probe {
+            meta: meta.health(),
+            broker: broker.as_ref().map(|(_, status)| status.clone()),
+        };
+        let http = http::serve(config.http_listen, probe, shutdown_rx.clone())
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "HTTP",
+                addr: config.http_listen,
+                source,
+            })?;
+        Ok(Self {
+            meta,
+            shutdown,
+            lifecycle: broker.map(|(task, _)| task),
+            data_path,
+            http,
+        })
+    }
+
+    /// Stops accepting requests, closes every partition log cleanly, ends the broker session,
+    /// hands controller leadership over where possible, and stops Raft.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        let _ = self.shutdown.send(true);
+        if let Some((server, manager)) = self.data_path {
+            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+            // The replica manager closes every log cleanly before it returns.
+            let _ = tokio::time::timeout(Duration::from_secs(30), manager).await;
+        }
+        if let Some(task) = self.lifecycle {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        self.meta.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Starts the broker's data path: the replica manager following the metadata, and the broker
+/// listener serving the client and replication APIs.
+async fn start_broker(
+    config: &ServerConfig,
+    meta: &MetaNode,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(JoinHandle<()>, JoinHandle<()>), StartError> {
+    let manager = ReplicaManager::new(
+        BrokerConfig {
+            broker_id: config.node_id,
+            logs_dir: config.data_dir.join("logs"),
+            replica_lag_time_max: config.replica_lag_time_max,
+            controllers: config.quorum.iter().map(|(_, a)| a.clone()).collect(),
+        },
+        meta.subscribe(),
+    );
+    let service = BrokerService::new(Arc::clone(&manager));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "broker",
+            addr: config.listen,
+            source,
+        })?;
+    tracing::info!(addr = %config.listen, advertised = %config.advertised, "broker listener up");
+    let mut stop = shutdown.clone();
+    // HTTP/2 flow-control windows sized for 64 KiB-1 MiB batches with several in flight:
+    // at h2's default 64 KiB, each batch would stall on a window update.
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20)
+        .add_service(service.broker_server())
+        .add_service(service.replication_server())
+        .serve_with_incoming_shutdown(
+            // Accepted sockets get TCP_NODELAY here: the builder's own setting only
+            // applies to listeners tonic binds itself. Without it, Nagle and delayed ACKs
+            // add ~40 ms to every reply larger than a segment or two.
+            tonic::transport::server::TcpIncoming::from_listener(listener, true, None).map_err(
+                |e| StartError::Bind {
+                    what: "broker",
+                    addr: config.listen,
+                    source: std::io::Error::other(e.to_string()),
+                },
+            )?,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        );
+    let server = tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "broker listener failed");
+        }
+    });
+    let manager = tokio::spawn(manager.run(shutdown));
+    Ok((server, manager))
+}

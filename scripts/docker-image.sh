@@ -146,8 +146,11 @@ build_local_base() {
     return
   fi
   log "building $LOCAL_BASE (${#libs[@]} libraries from this host + busybox) with docker import"
+  local old_id
+  old_id=$(docker image inspect -f '{{.Id}}' "$LOCAL_BASE" 2>/dev/null || true)
   tar --numeric-owner --owner=0 --group=0 -C "$root" -cf - . |
     docker import --change "LABEL weir.base-hash=$hash" --change 'CMD ["/bin/sh"]' - "$LOCAL_BASE" >/dev/null
+  [[ -z $old_id ]] || docker image rm "$old_id" >/dev/null 2>&1 || true
 }
 
 choose_base() {
@@ -187,9 +190,14 @@ if image_exists "$IMAGE" && [[ $(image_label "$IMAGE" weir.context-hash) == "$HA
   exit 0
 fi
 log "docker build $IMAGE from $BASE (${BINS[*]})"
+OLD_ID=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 docker build -q -f deploy/Dockerfile \
   --build-arg "BASE_IMAGE=$BASE" \
   --label "weir.context-hash=$HASH" \
   -t "$IMAGE" "$CTX" >/dev/null
+# The image it replaces, now untagged, unless a container still uses it.
+if [[ -n $OLD_ID && $OLD_ID != $(docker image inspect -f '{{.Id}}' "$IMAGE") ]]; then
+  docker image rm "$OLD_ID" >/dev/null 2>&1 || true
+fi
 SIZE=$(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1 / 1e6}')
 log "built $IMAGE: $SIZE, base $BASE, ${BINS[*]}"

@@ -22,7 +22,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-const STARTUP: Duration = Duration::from_secs(30);
+const STARTUP: Duration = Duration::from_secs(60);
 
 async fn describe_cluster(cluster: &mut Cluster, via: u64) -> pb::DescribeClusterResponse {
     cluster

@@ -158,6 +158,11 @@ impl ReplicaManager {
         Some(channel)
     }
 
+    /// How many controllers the broker knows.
+    pub fn controller_count(&self) -> usize {
+        self.config.controllers.len()
+    }
+
     /// A controller client (round robin; any controller forwards to the leader).
     pub fn controller(&self) -> Option<ControllerClient<Channel>> {
         if self.config.controllers.is_empty() {

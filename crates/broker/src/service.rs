@@ -16,10 +16,12 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status, Streaming};
 use weir_proto::broker::v1 as pb;
 use weir_proto::common::v1::ErrorCode;
 use weir_proto::controller::v1 as cpb;
+use weir_proto::controller::v1::controller_client::ControllerClient;
 use weir_storage::batch::{BatchHeader, Batches};
 
 use crate::convert::{encode_plain, record_to_wire};
@@ -222,6 +224,49 @@ impl BrokerService {
                 }
             }
         }
+    }
+}
+
+/// How long one controller may take to answer a forwarded admin request.
+const ADMIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl BrokerService {
+    /// Forwards an admin request to the controller quorum: to each controller in turn (any of
+    /// them forwards to the leader), each attempt bounded by [`ADMIN_ATTEMPT_TIMEOUT`], moving
+    /// on when one is unreachable or silent. Answers (errors included) come back as they are.
+    async fn to_controller<Req, Resp, F, Fut>(
+        &self,
+        req: Req,
+        call: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        F: Fn(ControllerClient<Channel>, Req) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let mut last = Status::unavailable("no controller configured");
+        for _ in 0..self.manager.controller_count().max(1) {
+            let Some(client) = self.manager.controller() else {
+                break;
+            };
+            match tokio::time::timeout(ADMIN_ATTEMPT_TIMEOUT, call(client, req.clone())).await {
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(status))
+                    if matches!(
+                        status.code(),
+                        Code::Unavailable
+                            | Code::Unknown
+                            | Code::Cancelled
+                            | Code::DeadlineExceeded
+                    ) =>
+                {
+                    last = status
+                }
+                Ok(Err(status)) => return Err(status),
+                Err(_) => last = Status::deadline_exceeded("a controller did not answer in time"),
+            }
+        }
+        Err(last)
     }
 }
 
@@ -542,55 +587,50 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<cpb::CreateTopicRequest>,
     ) -> Result<Response<cpb::CreateTopicResponse>, Status> {
-        let mut client = self
-            .manager
-            .controller()
-            .ok_or_else(|| Status::unavailable("no controller configured"))?;
-        client.create_topic(req.into_inner()).await
+        self.to_controller(req.into_inner(), |mut c, r| async move {
+            c.create_topic(r).await
+        })
+        .await
     }
 
     async fn delete_topic(
         &self,
         req: Request<cpb::DeleteTopicRequest>,
     ) -> Result<Response<cpb::DeleteTopicResponse>, Status> {
-        let mut client = self
-            .manager
-            .controller()
-            .ok_or_else(|| Status::unavailable("no controller configured"))?;
-        client.delete_topic(req.into_inner()).await
+        self.to_controller(req.into_inner(), |mut c, r| async move {
+            c.delete_topic(r).await
+        })
+        .await
     }
 
     async fn alter_topic_config(
         &self,
         req: Request<cpb::AlterTopicConfigRequest>,
     ) -> Result<Response<cpb::AlterTopicConfigResponse>, Status> {
-        let mut client = self
-            .manager
-            .controller()
-            .ok_or_else(|| Status::unavailable("no controller configured"))?;
-        client.alter_topic_config(req.into_inner()).await
+        self.to_controller(req.into_inner(), |mut c, r| async move {
+            c.alter_topic_config(r).await
+        })
+        .await
     }
 
     async fn describe_cluster(
         &self,
         req: Request<cpb::DescribeClusterRequest>,
     ) -> Result<Response<cpb::DescribeClusterResponse>, Status> {
-        let mut client = self
-            .manager
-            .controller()
-            .ok_or_else(|| Status::unavailable("no controller configured"))?;
-        client.describe_cluster(req.into_inner()).await
+        self.to_controller(req.into_inner(), |mut c, r| async move {
+            c.describe_cluster(r).await
+        })
+        .await
     }
 
     async fn describe_topics(
         &self,
         req: Request<cpb::DescribeTopicsRequest>,
     ) -> Result<Response<cpb::DescribeTopicsResponse>, Status> {
-        let mut client = self
-            .manager
-            .controller()
-            .ok_or_else(|| Status::unavailable("no controller configured"))?;
-        client.describe_topics(req.into_inner()).await
+        self.to_controller(req.into_inner(), |mut c, r| async move {
+            c.describe_topics(r).await
+        })
+        .await
     }
 
     async fn partition_offsets(

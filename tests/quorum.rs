@@ -56,18 +56,7 @@ async fn three_controllers_elect_a_leader_and_followers_forward_writes() {
     let follower = (1..=3).find(|id| *id != leader).unwrap();
 
     // Every broker registers and is unfenced.
-    wait_for("3 active brokers", STARTUP, || {
-        let mut c = cluster.client(follower);
-        async move {
-            let r = c
-                .describe_cluster(pb::DescribeClusterRequest {})
-                .await
-                .ok()?
-                .into_inner();
-            (r.brokers.iter().filter(|b| b.state == "active").count() == 3).then_some(())
-        }
-    })
-    .await;
+    cluster.wait_active_brokers(follower, 3, STARTUP).await;
 
     let created = cluster
         .create_topic(follower, "orders", 6, 3)
@@ -260,18 +249,7 @@ async fn a_dead_broker_is_fenced_and_its_partitions_get_new_leaders() {
     let mut cluster = Cluster::start(3, 0, &[]);
     cluster.wait_healthy(STARTUP).await;
     let controller = cluster.wait_leader(STARTUP).await;
-    wait_for("3 active brokers", STARTUP, || {
-        let mut c = cluster.client(controller);
-        async move {
-            let r = c
-                .describe_cluster(pb::DescribeClusterRequest {})
-                .await
-                .ok()?
-                .into_inner();
-            (r.brokers.iter().filter(|b| b.state == "active").count() == 3).then_some(())
-        }
-    })
-    .await;
+    cluster.wait_active_brokers(controller, 3, STARTUP).await;
     let topic = cluster
         .create_topic(controller, "fenced", 6, 3)
         .await

@@ -224,6 +224,24 @@ impl Cluster {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Panic messages in a node's log (with the lines after them), for failure messages.
+    pub fn log_panics(&mut self, id: u64) -> String {
+        let text = std::fs::read_to_string(&self.node(id).log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut out = String::new();
+        for (i, line) in lines.iter().enumerate() {
+            if line.contains("panicked") && !line.contains("core_result") {
+                out.push_str(&lines[i..(i + 5).min(lines.len())].join("\n"));
+                out.push('\n');
+            }
+        }
+        if out.is_empty() {
+            out
+        } else {
+            format!("it panicked:\n{out}")
+        }
+    }
+
     /// A controller client for node `id` (lazy: never blocks).
     pub fn client(&mut self, id: u64) -> ControllerClient<Channel> {
         let addr = self.node(id).controller_addr();
@@ -307,7 +325,8 @@ impl Cluster {
             while http_status(port, "/health") != Some(200) {
                 if Instant::now() >= deadline {
                     let log = self.log_tail(id);
-                    panic!("node {id} not healthy within {timeout:?}; its log ends:\n{log}");
+                    let panics = self.log_panics(id);
+                    panic!("node {id} not healthy within {timeout:?}; {panics}its log ends:\n{log}");
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -203,12 +203,7 @@ impl MetadataState {
                 partition_epoch,
                 isr,
             } => {
-                let live: BTreeSet<NodeId> = self
-                    .brokers
-                    .values()
-                    .filter(|b| !b.fenced)
-                    .map(|b| b.id)
-                    .collect();
+                let live = self.live_ids();
                 let p = self.partition_mut(topic, *partition)?;
                 let stale = |reason: String| MetaError::StalePartition {
                     topic: topic.clone(),
@@ -253,12 +248,7 @@ impl MetadataState {
                 partition,
                 unclean,
             } => {
-                let live: BTreeSet<NodeId> = self
-                    .brokers
-                    .values()
-                    .filter(|b| !b.fenced)
-                    .map(|b| b.id)
-                    .collect();
+                let live = self.live_ids();
                 let p = self.partition_mut(topic, *partition)?;
                 let from_isr = p
                     .replicas
@@ -329,12 +319,7 @@ impl MetadataState {
         if let Some(b) = self.brokers.get_mut(&id) {
             b.fenced = true;
         }
-        let live: BTreeSet<NodeId> = self
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| b.id)
-            .collect();
+        let live = self.live_ids();
         for topic in self.topics.values_mut() {
             for p in &mut topic.partitions {
                 let mut changed = false;
@@ -369,6 +354,11 @@ impl MetadataState {
                 }
             }
         }
+    }
+
+    /// Ids of the unfenced brokers.
+    fn live_ids(&self) -> BTreeSet<NodeId> {
+        self.live_brokers().map(|b| b.id).collect()
     }
 
     /// Unfenced brokers.

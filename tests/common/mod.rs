@@ -326,7 +326,9 @@ impl Cluster {
                 if Instant::now() >= deadline {
                     let log = self.log_tail(id);
                     let panics = self.log_panics(id);
-                    panic!("node {id} not healthy within {timeout:?}; {panics}its log ends:\n{log}");
+                    panic!(
+                        "node {id} not healthy within {timeout:?}; {panics}its log ends:\n{log}"
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

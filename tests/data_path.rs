@@ -460,6 +460,11 @@ async fn produce_and_consume_through_a_three_node_cluster_with_rf3() {
 
     let md = wait_topic_ready(&mut cluster, "events", 3, 3).await;
     assert_eq!(md.brokers.len(), 3, "{:?}", md.brokers);
+    let controller = cluster.wait_leader(STARTUP).await;
+    assert_eq!(
+        md.controller_id, controller,
+        "Metadata names the controller leader"
+    );
     for b in &md.brokers {
         assert_eq!(
             b.address,

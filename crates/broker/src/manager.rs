@@ -60,6 +60,9 @@ pub fn log_config_for(topic: &TopicInfo) -> (LogConfig, usize) {
 
 type Key = (String, u32);
 
+/// Tells who leads the controller quorum right now (node id), as this node knows it.
+pub type ControllerLeader = Arc<dyn Fn() -> Option<NodeId> + Send + Sync>;
+
 /// The partitions of this broker.
 pub struct ReplicaManager {
     config: BrokerConfig,
@@ -68,6 +71,7 @@ pub struct ReplicaManager {
     metadata: watch::Receiver<Arc<MetadataState>>,
     channels: Mutex<HashMap<String, Channel>>,
     next_controller: Mutex<usize>,
+    controller_leader: ControllerLeader,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -75,9 +79,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ReplicaManager {
-    /// A manager following `metadata`.
-    pub fn new(config: BrokerConfig, metadata: watch::Receiver<Arc<MetadataState>>) -> Arc<Self> {
+    /// A manager following `metadata`; `controller_leader` answers who leads the quorum (for
+    /// clients' Metadata).
+    pub fn new(
+        config: BrokerConfig,
+        metadata: watch::Receiver<Arc<MetadataState>>,
+        controller_leader: ControllerLeader,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            controller_leader,
             config,
             partitions: RwLock::new(HashMap::new()),
             fetchers: Mutex::new(HashMap::new()),
@@ -85,6 +95,11 @@ impl ReplicaManager {
             channels: Mutex::new(HashMap::new()),
             next_controller: Mutex::new(0),
         })
+    }
+
+    /// The controller leader's node id, if known.
+    pub fn controller_leader(&self) -> Option<NodeId> {
+        (self.controller_leader)()
     }
 
     /// This broker's id.

@@ -473,7 +473,7 @@ impl pb::broker_server::Broker for BrokerService {
         Ok(Response::new(pb::MetadataResponse {
             brokers,
             topics,
-            controller_id: 0,
+            controller_id: self.manager.controller_leader().unwrap_or(0),
             metadata_version: state.version,
         }))
     }

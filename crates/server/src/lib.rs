@@ -139,6 +139,10 @@ async fn start_broker(
             controllers: config.quorum.iter().map(|(_, a)| a.clone()).collect(),
         },
         meta.subscribe(),
+        {
+            let raft = meta.raft().clone();
+            Arc::new(move || raft.metrics().borrow().current_leader)
+        },
     );
     let service = BrokerService::new(Arc::clone(&manager));
     let listener = tokio::net::TcpListener::bind(config.listen)

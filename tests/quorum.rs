@@ -107,13 +107,9 @@ async fn killing_the_leader_elects_a_new_one_and_the_old_one_catches_up_from_dis
     cluster.kill(old);
     let survivor = (1..=3).find(|id| *id != old).unwrap();
     let new = wait_for("a new leader", Duration::from_secs(10), || {
-        let mut c = cluster.client(survivor);
+        let view = cluster.describe_cluster_via(survivor);
         async move {
-            let r = c
-                .describe_cluster(pb::DescribeClusterRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let r = view.await?;
             (r.error.is_none() && r.controller_leader != 0 && r.controller_leader != old)
                 .then_some(r.controller_leader)
         }
@@ -130,13 +126,9 @@ async fn killing_the_leader_elects_a_new_one_and_the_old_one_catches_up_from_dis
     cluster.wait_healthy(STARTUP).await;
     // The restarted node replicated the write it missed: its match index reaches the end.
     wait_for("old leader caught up", STARTUP, || {
-        let mut c = cluster.client(old);
+        let view = cluster.describe_cluster_via(old);
         async move {
-            let r = c
-                .describe_cluster(pb::DescribeClusterRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let r = view.await?;
             let me = r.voters.iter().find(|v| v.id == old)?;
             (me.lag == 0 && me.match_index > 0).then_some(())
         }
@@ -179,13 +171,9 @@ async fn a_wiped_node_catches_up_by_snapshot() {
     cluster.spawn(victim);
     cluster.wait_healthy(STARTUP).await;
     wait_for("wiped node caught up", STARTUP, || {
-        let mut c = cluster.client(leader);
+        let view = cluster.describe_cluster_via(leader);
         async move {
-            let r = c
-                .describe_cluster(pb::DescribeClusterRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let r = view.await?;
             let v = r.voters.iter().find(|v| v.id == victim)?;
             (v.lag == 0 && v.match_index > 80).then_some(())
         }
@@ -309,13 +297,9 @@ async fn a_dead_broker_is_fenced_and_its_partitions_get_new_leaders() {
     // Back from the dead: it registers again and is unfenced once caught up.
     cluster.spawn(victim);
     wait_for("restarted broker active", STARTUP, || {
-        let mut c = cluster.client(controller);
+        let view = cluster.describe_cluster_via(controller);
         async move {
-            let r = c
-                .describe_cluster(pb::DescribeClusterRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let r = view.await?;
             (r.brokers.iter().find(|b| b.id == victim)?.state == "active").then_some(())
         }
     })
@@ -332,13 +316,9 @@ async fn a_broker_only_node_follows_the_log_as_a_learner() {
         "learner 4 in the quorum and its broker active",
         STARTUP,
         || {
-            let mut c = cluster.client(leader);
+            let view = cluster.describe_cluster_via(leader);
             async move {
-                let r = c
-                    .describe_cluster(pb::DescribeClusterRequest {})
-                    .await
-                    .ok()?
-                    .into_inner();
+                let r = view.await?;
                 let learner = r.learners.iter().any(|l| l.id == 4);
                 let active = r.brokers.iter().any(|b| b.id == 4 && b.state == "active");
                 (learner && active && r.voters.len() == 3).then_some(())
@@ -362,13 +342,9 @@ async fn sigterm_hands_leadership_over_and_exits_cleanly() {
     assert!(started.elapsed() < Duration::from_secs(10));
     let survivor = (1..=3).find(|id| *id != leader).unwrap();
     let new = wait_for("new leader", Duration::from_secs(10), || {
-        let mut c = cluster.client(survivor);
+        let view = cluster.describe_cluster_via(survivor);
         async move {
-            let r = c
-                .describe_cluster(pb::DescribeClusterRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let r = view.await?;
             (r.controller_leader != 0 && r.controller_leader != leader)
                 .then_some(r.controller_leader)
         }
@@ -384,13 +360,9 @@ async fn bad_admin_requests_get_typed_errors_and_change_nothing() {
     cluster.wait_healthy(STARTUP).await;
     cluster.wait_leader(STARTUP).await;
     wait_for("broker active", STARTUP, || {
-        let mut c = cluster.client(1);
+        let view = cluster.describe_cluster_via(1);
         async move {
-            let r = c
-                .describe_cluster(pb::DescribeClusterRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let r = view.await?;
             (r.brokers.iter().any(|b| b.state == "active")).then_some(())
         }
     })

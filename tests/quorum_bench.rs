@@ -24,13 +24,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 async fn wait_active_brokers(cluster: &mut Cluster, via: u64, n: usize) {
     wait_for("active brokers", Duration::from_secs(30), || {
-        let mut c = cluster.client(via);
+        let view = cluster.describe_cluster_via(via);
         async move {
-            let r = c
-                .describe_cluster(pb::DescribeClusterRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let r = view.await?;
             (r.brokers.iter().filter(|b| b.state == "active").count() >= n).then_some(())
         }
     })

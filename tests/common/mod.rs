@@ -271,13 +271,9 @@ impl Cluster {
     pub async fn wait_active_brokers(&mut self, via: u64, n: usize, timeout: Duration) {
         let what = format!("{n} active brokers");
         wait_for(&what, timeout, || {
-            let mut c = self.client(via);
+            let view = self.describe_cluster_via(via);
             async move {
-                let r = c
-                    .describe_cluster(pb::DescribeClusterRequest {})
-                    .await
-                    .ok()?
-                    .into_inner();
+                let r = view.await?;
                 (r.brokers.iter().filter(|b| b.state == "active").count() >= n).then_some(())
             }
         })
@@ -332,6 +328,22 @@ impl Cluster {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+
+    /// DescribeCluster through node `via`, as an owned future (it does not borrow the
+    /// cluster, so it fits in `wait_for` closures); `None` when the call itself fails.
+    pub fn describe_cluster_via(
+        &mut self,
+        via: u64,
+    ) -> impl std::future::Future<Output = Option<pb::DescribeClusterResponse>> + 'static {
+        let mut client = self.client(via);
+        async move {
+            let r = client
+                .describe_cluster(pb::DescribeClusterRequest {})
+                .await
+                .ok()?;
+            Some(r.into_inner())
         }
     }
 

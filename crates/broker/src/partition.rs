@@ -149,11 +149,14 @@ impl Partition {
         self.view.subscribe()
     }
 
-    fn publish(&self, state: &State) {
+    /// Advances the HW (when leading) and publishes the view: one read of the log's offsets
+    /// serves both, on the produce path too.
+    fn publish(&self, state: &mut State) {
         let (leo, start) = {
             let log = self.log.read().unwrap_or_else(|e| e.into_inner());
             (log.log_end_offset(), log.log_start_offset())
         };
+        self.advance_high_watermark(state, leo);
         let (leading, epoch) = match &state.role {
             Role::Leader(l) => (true, l.epoch),
             Role::Follower { epoch, .. } => (false, *epoch),
@@ -225,8 +228,7 @@ impl Partition {
                 });
             }
         }
-        self.advance_high_watermark(&mut state);
-        self.publish(&state);
+        self.publish(&mut state);
     }
 
     /// Becomes (or stays) a follower of `leader` in `epoch`. Returns whether anything changed
@@ -237,7 +239,7 @@ impl Partition {
         if changed {
             tracing::info!(topic = %self.topic, partition = self.index, epoch, leader = ?leader, "becoming follower");
             state.role = Role::Follower { leader, epoch };
-            self.publish(&state);
+            self.publish(&mut state);
         }
         changed
     }
@@ -258,14 +260,10 @@ impl Partition {
         }
     }
 
-    /// HW = min LEO over the ISR (unknown follower LEOs hold it), never backwards.
-    fn advance_high_watermark(&self, state: &mut State) {
+    /// HW = min LEO over the ISR (unknown follower LEOs hold it), never backwards; `leo` is
+    /// this replica's log end offset.
+    fn advance_high_watermark(&self, state: &mut State, leo: i64) {
         let Role::Leader(l) = &state.role else { return };
-        let leo = self
-            .log
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .log_end_offset();
         let mut hw = leo;
         for r in &l.isr {
             if *r == self.broker_id {
@@ -316,8 +314,7 @@ impl Partition {
             .unwrap_or_else(|e| e.into_inner())
             .append_as_leader(batch, epoch)?;
         let mut state = lock(&self.state);
-        self.advance_high_watermark(&mut state);
-        self.publish(&state);
+        self.publish(&mut state);
         Ok((info, epoch))
     }
 
@@ -417,8 +414,7 @@ impl Partition {
                 isr,
             }
         });
-        self.advance_high_watermark(&mut state);
-        self.publish(&state);
+        self.publish(&mut state);
         Ok(change)
     }
 
@@ -483,8 +479,7 @@ impl Partition {
                 }
             }
         }
-        self.advance_high_watermark(&mut state);
-        self.publish(&state);
+        self.publish(&mut state);
     }
 
     /// Reads whole batches from `offset`, at most `max_bytes` (at least one batch), below
@@ -547,7 +542,7 @@ impl Partition {
                 .log_end_offset();
             state.high_watermark = state.high_watermark.max(leader_hw.min(leo));
         }
-        self.publish(&state);
+        self.publish(&mut state);
         Ok(())
     }
 
@@ -564,7 +559,7 @@ impl Partition {
             .unwrap_or_else(|e| e.into_inner())
             .log_end_offset();
         state.high_watermark = state.high_watermark.min(leo);
-        self.publish(&state);
+        self.publish(&mut state);
         Ok(())
     }
 
@@ -576,7 +571,7 @@ impl Partition {
             .truncate_fully_and_start_at(offset)?;
         let mut state = lock(&self.state);
         state.high_watermark = offset;
-        self.publish(&state);
+        self.publish(&mut state);
         Ok(())
     }
 
@@ -625,8 +620,8 @@ impl Partition {
                 .unwrap_or_else(|e| e.into_inner())
                 .checkpoint_written(&c);
         }
-        let state = lock(&self.state);
-        self.publish(&state);
+        let mut state = lock(&self.state);
+        self.publish(&mut state);
         Ok(())
     }
 
@@ -650,14 +645,5 @@ impl Partition {
                 format!("deleting {}: {e}", dir.display()),
             )
         })
-    }
-
-    /// Whether this replica leads, with its ISR size and min.insync.replicas.
-    pub fn isr_status(&self) -> Option<(usize, usize)> {
-        let state = lock(&self.state);
-        match &state.role {
-            Role::Leader(l) => Some((l.isr.len(), state.min_insync)),
-            Role::Follower { .. } => None,
-        }
     }
 }

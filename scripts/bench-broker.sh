@@ -6,14 +6,18 @@
 #   2. 1 node, 1 KiB records, acks=1 (produce + consume), next to the raw sequential write speed
 #      of the same disk (the log-bench example of weir-storage: raw_write_mb_per_sec).
 #   3. 3 nodes, RF 3, acks=-1, 100-byte records, 3 partitions (one leader per node): at full
-#      speed, then at half the rate it reached, for produce latency (p50/p99/max).
+#      speed, then for produce latency (p50/p99/max) at 150,000 records/s (half the 300,000
+#      target) and at half the rate the full-speed run reached.
 #
 # Prints one JSON line per measurement, each tagged with "run". Data and logs go to a temporary
 # directory that is removed at the end (kept with KEEP=1); every server is killed on exit.
 # Sizes can be changed through the environment: SMALL_RECORDS (default 10000000),
 # LARGE_RECORDS (default 2000000, i.e. 2 GiB of values), RF3_RECORDS (default 10000000),
-# LATENCY_SECONDS (default 20: length of the fixed-rate run), RAW_BYTES (default 2GiB).
-# Each step is bounded in time (STEP_TIMEOUT, default 600 s).
+# LATENCY_SECONDS (default 20: length of each fixed-rate run), LATENCY_RATES (default
+# "150000 half": records/s of the fixed-rate runs, "half" being half the full-speed rate;
+# RF3_RECORDS=0 skips the full-speed run), RAW_BYTES (default 2GiB).
+# Each step is bounded in time (STEP_TIMEOUT, default 600 s). STEPS picks parts (default
+# "single raw rf3": the 1-node runs, the raw-write baseline, the 3-node runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -115,39 +119,75 @@ warm() {
   rm -f "$WORK/warm"
 }
 
+# settle: writes back everything dirty (earlier runs' data) and lets the file system finish
+# freeing deleted files (the root file system here is mounted with `discard`, so a deletion's
+# discards run in a later journal commit), so one run's leftovers don't stall the next.
+settle() {
+  sync
+}
+
 # field NAME: a numeric field of the JSON line on stdin.
 field() {
   sed -n "s/.*\"$1\":\([-0-9.e]*\).*/\1/p"
 }
 
+# step NAME: whether NAME is among the steps to run (STEPS, default all: "single raw rf3").
+step() {
+  [[ " ${STEPS:-single raw rf3} " == *" $1 "* ]]
+}
+
+if step single; then
 echo "== 1 node" >&2
 start_cluster single 1
+settle
 warm $((SMALL_RECORDS * 110 / 1048576 + 256))
 bench 1node-100B-acks1 --topic small --partitions 1 --replication-factor 1 \
   --records "$SMALL_RECORDS" --record-size 100 --acks 1 --consume
+settle
 warm $((LARGE_RECORDS * 1040 / 1048576 + 256))
 bench 1node-1KiB-acks1 --topic large --partitions 1 --replication-factor 1 \
   --records "$LARGE_RECORDS" --record-size 1024 --acks 1 --consume
 stop_servers
 rm -rf "$WORK/single"
+fi
 
+if step raw; then
 echo "== raw sequential writes on the same disk (log-bench)" >&2
 mkdir -p "$WORK/raw"
 timeout "$STEP_TIMEOUT" "$LOG_BENCH" --total-bytes "$RAW_BYTES" --record-size 1024 --dir "$WORK/raw" |
   sed 's/^{/{"run":"raw-write-1KiB",/'
+fi
 
+if step rf3; then
 echo "== 3 nodes, RF 3, acks=-1" >&2
 start_cluster triple 3
-warm $((RF3_RECORDS * 110 * 3 / 1048576 + 256))
-full=$(bench 3node-rf3-100B-acksall --topic replicated --partitions 3 --replication-factor 3 \
-  --records "$RF3_RECORDS" --record-size 100 --acks -1)
-echo "$full"
-rate=$(echo "$full" | field records_per_sec)
-half=$(awk -v r="$rate" 'BEGIN { printf "%d", r / 2 }')
-if ((half > 0)); then
-  records=$((half * LATENCY_SECONDS))
+# latency_run RUN RATE: RATE records/s for LATENCY_SECONDS, each on a topic of its own.
+latency_run() {
+  local run=$1 rate=$2 records
+  records=$((rate * LATENCY_SECONDS))
+  settle
   warm $((records * 110 * 3 / 1048576 + 256))
-  bench 3node-rf3-100B-acksall-half-rate --topic replicated-latency --partitions 3 \
-    --replication-factor 3 --records "$records" --record-size 100 --acks -1 --rate "$half"
+  bench "$run" --topic "$run" --partitions 3 --replication-factor 3 \
+    --records "$records" --record-size 100 --acks -1 --rate "$rate"
+}
+rate=0
+if ((RF3_RECORDS > 0)); then
+  settle
+  warm $((RF3_RECORDS * 110 * 3 / 1048576 + 256))
+  full=$(bench 3node-rf3-100B-acksall --topic replicated --partitions 3 --replication-factor 3 \
+    --records "$RF3_RECORDS" --record-size 100 --acks -1)
+  echo "$full"
+  rate=$(echo "$full" | field records_per_sec)
 fi
+# By default half the target rate (300,000 records/s), then half of what the full-speed run
+# reached ("half").
+for r in ${LATENCY_RATES:-150000 half}; do
+  if [[ "$r" == half ]]; then
+    r=$(awk -v r="$rate" 'BEGIN { printf "%d", r / 2 }')
+    if ((r > 0)); then latency_run 3node-rf3-100B-acksall-half-rate "$r"; fi
+  else
+    latency_run "3node-rf3-100B-acksall-$r" "$r"
+  fi
+done
 stop_servers
+fi

@@ -37,12 +37,18 @@ pub struct BrokerConfig {
     pub replica_lag_time_max: Duration,
     /// Controller addresses, for AlterPartition and admin forwarding.
     pub controllers: Vec<String>,
+    /// Largest window of disk blocks reserved ahead of an active segment
+    /// (`LogConfig::preallocate_bytes`; 0: off). Default 256 MiB.
+    pub log_preallocate_bytes: u64,
 }
 
-/// Topic configs as a log config (keys were validated by the controller) and
-/// `min.insync.replicas`.
-pub fn log_config_for(topic: &TopicInfo) -> (LogConfig, usize) {
-    let mut config = LogConfig::default();
+/// Topic configs over this broker's log settings as a log config (keys were validated by the
+/// controller) and `min.insync.replicas`.
+pub fn log_config_for(broker: &BrokerConfig, topic: &TopicInfo) -> (LogConfig, usize) {
+    let mut config = LogConfig {
+        preallocate_bytes: broker.log_preallocate_bytes,
+        ..LogConfig::default()
+    };
     for (key, value) in &topic.configs {
         if LogConfig::KEYS.contains(&key.as_str()) {
             if let Err(e) = config.set(key, value) {
@@ -313,7 +319,11 @@ impl ReplicaManager {
             .filter(|key| self.partition(&key.0, key.1).is_none())
             .filter_map(|key| {
                 let topic = state.topics.get(&key.0)?;
-                Some((key.clone(), topic.id.clone(), log_config_for(topic).0))
+                Some((
+                    key.clone(),
+                    topic.id.clone(),
+                    log_config_for(&self.config, topic).0,
+                ))
             })
             .collect();
         let mut opens = futures::stream::iter(missing)
@@ -333,7 +343,7 @@ impl ReplicaManager {
             let Some(info) = topic.partitions.get(key.1 as usize) else {
                 continue;
             };
-            let (log_config, min_insync) = log_config_for(topic);
+            let (log_config, min_insync) = log_config_for(&self.config, topic);
             let Some(part) = self.partition(&key.0, key.1) else {
                 continue; // its log could not be opened (logged)
             };

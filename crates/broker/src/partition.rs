@@ -98,6 +98,30 @@ pub struct Partition {
     view: watch::Sender<View>,
 }
 
+/// Reserves disk blocks ahead of the active segment when the log says it is time (see
+/// `weir_storage::preallocate`: appends then don't wait on block allocation while the kernel
+/// writes back), on a blocking thread of its own so the append that asked does not wait for
+/// the file system. A failed reservation only means the appends allocate as usual.
+fn reserve_ahead(log: &mut PartitionLog) {
+    let reservation = match log.take_preallocation() {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(error = %e, "no segment preallocation");
+            return;
+        }
+    };
+    let run = move || {
+        if let Err(e) = reservation.run() {
+            tracing::debug!(error = %e, "segment preallocation failed");
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(run)),
+        Err(_) => run(),
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -308,11 +332,12 @@ impl Partition {
             }
             l.epoch
         };
-        let info = self
-            .log
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .append_as_leader(batch, epoch)?;
+        let info = {
+            let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+            let info = log.append_as_leader(batch, epoch)?;
+            reserve_ahead(&mut log);
+            info
+        };
         let mut state = lock(&self.state);
         self.publish(&mut state);
         Ok((info, epoch))
@@ -531,6 +556,7 @@ impl Partition {
             let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
             if !batches.is_empty() {
                 log.append_as_follower(batches)?;
+                reserve_ahead(&mut log);
             }
         }
         let mut state = lock(&self.state);
@@ -609,6 +635,7 @@ impl Partition {
             // Retention only deletes what consumers may no longer need: it never passes the
             // HW, since the active segment (holding everything uncommitted) is never deleted.
             log.enforce_retention(now_ms)?;
+            log.trim_sealed()?;
             pending_checkpoint = log.pending_checkpoint();
         }
         drop(log);

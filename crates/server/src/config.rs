@@ -73,6 +73,11 @@ pub struct Args {
     /// Snapshot the metadata log every this many entries (and purge what it covers).
     #[arg(long, env = "WEIR_METADATA_SNAPSHOT_ENTRIES", default_value_t = 5000)]
     pub metadata_snapshot_entries: u64,
+    /// Largest window of disk blocks reserved ahead of each busy partition's active segment
+    /// (bytes; 0 turns it off), so appends don't stall on block allocation while the kernel
+    /// writes back. The window grows with the segment, so idle partitions reserve nothing.
+    #[arg(long, env = "WEIR_LOG_PREALLOCATE_BYTES", default_value_t = 256 << 20)]
+    pub log_preallocate_bytes: u64,
 }
 
 const EXAMPLES: &str = "Examples:
@@ -121,6 +126,8 @@ pub struct ServerConfig {
     pub snapshot_entries: u64,
     /// replica.lag.time.max.ms.
     pub replica_lag_time_max: Duration,
+    /// Segment preallocation window (bytes; 0: off).
+    pub log_preallocate_bytes: u64,
 }
 
 fn loopback_if_unspecified(addr: SocketAddr) -> String {
@@ -232,6 +239,7 @@ impl Args {
             session_timeout: Duration::from_millis(self.broker_session_timeout_ms),
             snapshot_entries: self.metadata_snapshot_entries,
             replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms.max(1)),
+            log_preallocate_bytes: self.log_preallocate_bytes,
         })
     }
 }

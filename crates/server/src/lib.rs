@@ -136,6 +136,7 @@ async fn start_broker(
             broker_id: config.node_id,
             logs_dir: config.data_dir.join("logs"),
             replica_lag_time_max: config.replica_lag_time_max,
+            log_preallocate_bytes: config.log_preallocate_bytes,
             controllers: config.quorum.iter().map(|(_, a)| a.clone()).collect(),
         },
         meta.subscribe(),

@@ -55,6 +55,11 @@ pub struct LogConfig {
     /// `message.timestamp.type`: `CreateTime` (default) keeps the producer's timestamps;
     /// `LogAppendTime` stamps each batch with the broker's clock.
     pub timestamp_type: TimestampType,
+    /// Largest window of disk blocks reserved ahead of the active segment's end, so appends
+    /// don't wait on the filesystem allocating blocks during writeback (see
+    /// [`crate::preallocate`]). 0 turns it off. Default 256 MiB. A broker setting, not a
+    /// topic config: it is not among [`LogConfig::KEYS`].
+    pub preallocate_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -68,6 +73,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             flush: FlushPolicy::default(),
             timestamp_type: TimestampType::CreateTime,
+            preallocate_bytes: 256 << 20,
         }
     }
 }

@@ -11,6 +11,8 @@
 //!   zero-re-encode reads of whole batches, lookup by timestamp, truncation for diverged
 //!   followers, retention, the flush policy, and crash recovery.
 //! - [`epoch`]: the leader-epoch checkpoint behind OffsetForLeaderEpoch.
+//! - [`preallocate`]: disk blocks reserved ahead of the active segment, off the append path,
+//!   so appends don't stall on block allocation during writeback.
 //!
 //! Durability contract: an append is on disk when [`PartitionLog::flush`] returns (or at once
 //! with `flush.messages=1`); fsync errors are returned, never ignored, and take the log offline.
@@ -25,6 +27,7 @@ pub mod epoch;
 pub mod error;
 pub mod index;
 pub mod log;
+pub mod preallocate;
 pub mod segment;
 pub mod varint;
 
@@ -35,3 +38,4 @@ pub use compression::Compression;
 pub use config::{ConfigError, FlushPolicy, LogConfig};
 pub use error::{LogError, Result};
 pub use log::{AppendInfo, Checkpoint, PartitionLog, PendingFlush, RetentionOutcome};
+pub use preallocate::Preallocation;

@@ -35,6 +35,7 @@ use crate::checkpoint::{read_i64, sync_dir, write_atomic};
 use crate::config::LogConfig;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{IoContext, LogError, Result};
+use crate::preallocate::Preallocation;
 use crate::segment::{self, Segment};
 
 /// Marker file written by [`PartitionLog::close`].
@@ -944,6 +945,37 @@ impl PartitionLog {
         let upto = pending.upto.min(self.log_end_offset());
         self.recovery_point = self.recovery_point.max(upto);
         Ok(())
+    }
+
+    /// Disk blocks to reserve ahead of the active segment's end, when it is time (see
+    /// [`crate::preallocate`]); run it without holding the log. Cheap to call after every
+    /// append: usually `None`. Always `None` for an offline log or with
+    /// `LogConfig::preallocate_bytes` = 0.
+    pub fn take_preallocation(&mut self) -> Result<Option<Preallocation>> {
+        if self.offline.is_some() {
+            return Ok(None);
+        }
+        let (window, limit) = (self.config.preallocate_bytes, self.config.segment_bytes);
+        self.active_mut().preallocation(window, limit)
+    }
+
+    /// Gives back the blocks reserved past the end of sealed segments that were rolled before
+    /// they filled their reservation (by `segment.ms`, a truncation, or reservations left from
+    /// before a restart), at least [`crate::preallocate::TRIM_THRESHOLD`] each. Returns the bytes
+    /// given back. Call periodically, not on the append path: it truncates files, which may
+    /// wait on the filesystem's journal.
+    pub fn trim_sealed(&mut self) -> Result<u64> {
+        self.check_online()?;
+        let active = self.active().base_offset();
+        let mut trimmed = 0;
+        for segment in self.segments.range_mut(..active).map(|(_, s)| s) {
+            let extra = segment.reserved_past_end();
+            if extra >= crate::preallocate::TRIM_THRESHOLD {
+                segment.trim_preallocation()?;
+                trimmed += extra;
+            }
+        }
+        Ok(trimmed)
     }
 
     /// Flushes if `flush.ms` has passed since the oldest unflushed append (call periodically).

@@ -8,7 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -17,6 +17,7 @@ use bytes::Bytes;
 use crate::batch::{BatchError, BatchHeader, RecordBatch, HEADER_LEN};
 use crate::error::{IoContext, LogError, Result};
 use crate::index::{Index, OffsetEntry, TimeEntry};
+use crate::preallocate::{self, Preallocation};
 
 /// Extension of the data file.
 pub const LOG_SUFFIX: &str = "log";
@@ -70,6 +71,9 @@ pub struct Segment {
     first_append: Option<Instant>,
     /// Whether appended bytes await fsync.
     unflushed: bool,
+    /// How far disk blocks are reserved (see [`crate::preallocate`]); at least `size` when
+    /// known, possibly more after a [`Preallocation`] was handed out.
+    allocated_to: u64,
 }
 
 impl Segment {
@@ -97,6 +101,7 @@ impl Segment {
             // Empty: nothing to fsync. The caller fsyncs the directory to make the new
             // files themselves durable.
             unflushed: false,
+            allocated_to: 0,
         })
     }
 
@@ -167,7 +172,11 @@ impl Segment {
             .append(true)
             .open(&log_path)
             .ctx("open segment", &log_path)?;
-        let size = file.metadata().ctx("stat segment", &log_path)?.len();
+        let meta = file.metadata().ctx("stat segment", &log_path)?;
+        let size = meta.len();
+        // Blocks reserved past the end before a restart are still there; counting them keeps
+        // them from being reserved twice and lets a sealed segment give them back.
+        let allocated_to = size.max(meta.blocks().saturating_mul(512));
         let index_path = file_path(dir, base_offset, INDEX_SUFFIX);
         let time_path = file_path(dir, base_offset, TIME_INDEX_SUFFIX);
         Ok(Self {
@@ -183,6 +192,7 @@ impl Segment {
             bytes_since_index: 0,
             first_append: None,
             unflushed: false,
+            allocated_to,
         })
     }
 
@@ -208,6 +218,8 @@ impl Segment {
                 .set_len(end.valid_bytes)
                 .ctx("truncate segment", &self.log_path)?;
             self.size = end.valid_bytes;
+            // Truncation frees every block past the new end.
+            self.allocated_to = self.size;
         }
         self.unflushed = true;
         self.flush()?;
@@ -516,6 +528,7 @@ impl Segment {
             .ctx("truncate segment", &self.log_path)?;
         self.file.sync_all().ctx("fsync segment", &self.log_path)?;
         self.size = pos;
+        self.allocated_to = pos;
         self.next_offset = header.base_offset;
         let rel_end = header.base_offset - self.base_offset;
         self.index.truncate(|e| u64::from(e.position) < pos)?;
@@ -562,6 +575,39 @@ impl Segment {
         self.maybe_append_time_entry();
         self.index.write_pending()?;
         self.time_index.write_pending()
+    }
+
+    /// Blocks to reserve ahead of the end of the file, if it is time (see
+    /// [`crate::preallocate`]): windows up to `max_window` bytes, never past `limit`.
+    pub fn preallocation(&mut self, max_window: u64, limit: u64) -> Result<Option<Preallocation>> {
+        let Some((from, len)) =
+            preallocate::next_range(self.size, self.allocated_to, max_window, limit)
+        else {
+            return Ok(None);
+        };
+        let file = self
+            .file
+            .try_clone()
+            .ctx("clone segment handle", &self.log_path)?;
+        self.allocated_to = from + len;
+        Ok(Some(Preallocation::new(file, from, len)))
+    }
+
+    /// Gives back blocks reserved past the end of the file (a sealed segment that did not
+    /// fill its reservation). Call with the log held: it truncates the file to its own length.
+    pub fn trim_preallocation(&mut self) -> Result<()> {
+        if self.allocated_to > self.size {
+            self.file
+                .set_len(self.size)
+                .ctx("trim segment reservation", &self.log_path)?;
+            self.allocated_to = self.size;
+        }
+        Ok(())
+    }
+
+    /// Bytes reserved past the end of the file, as far as this process knows.
+    pub fn reserved_past_end(&self) -> u64 {
+        self.allocated_to.saturating_sub(self.size)
     }
 
     /// Handles to fsync this segment's unsynced files with, outside any lock on the log.

@@ -538,3 +538,105 @@ fn compressed_batches_are_stored_as_they_came() {
         assert_eq!(stored.records().unwrap().len(), 20);
     }
 }
+
+/// Blocks allocated to a file, in bytes.
+fn allocated(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn preallocation_reserves_blocks_without_changing_what_readers_or_recovery_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = dir.path().join(format!("{:020}.log", 0));
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert!(
+        log.take_preallocation().unwrap().is_none(),
+        "an empty segment reserves nothing"
+    );
+    log.append_as_leader(batch_with("a", 50, 0, Compression::None, 1000), 0)
+        .unwrap();
+    let size = std::fs::metadata(&segment).unwrap().len();
+    let reservation = log
+        .take_preallocation()
+        .unwrap()
+        .expect("a segment with data reserves room ahead");
+    assert_eq!(reservation.from, size);
+    assert_eq!(reservation.len, 1 << 20, "1 MiB window at first");
+    let supported = reservation.run().is_ok();
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), size);
+    if supported {
+        assert!(
+            allocated(&segment) >= size + (1 << 20),
+            "blocks are reserved ahead"
+        );
+    }
+    assert!(
+        log.take_preallocation().unwrap().is_none(),
+        "more than half the window is still reserved"
+    );
+    log.append_as_leader(batch("b", 3, 0), 0).unwrap();
+    let expected = values(&read_all(&log, 0));
+    assert_eq!(expected.len(), 53);
+
+    // A crash (no clean close) and a clean close both reopen to exactly the same records.
+    drop(log);
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(values(&read_all(&log, 0)), expected);
+    assert_eq!(log.log_end_offset(), 53);
+    log.append_as_leader(batch("c", 1, 0), 0).unwrap();
+    log.close().unwrap();
+    let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(read_all(&log, 0).len(), 54);
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len(),
+        log.size_bytes(),
+        "the file holds the batches and nothing else"
+    );
+}
+
+#[test]
+fn a_segment_sealed_early_gives_back_its_reservation() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_ms: Duration::from_millis(30),
+        ..LogConfig::default()
+    };
+    let segment = dir.path().join(format!("{:020}.log", 0));
+    let mut log = PartitionLog::open(dir.path(), config).unwrap();
+    log.append_as_leader(batch("a", 1, 0), 0).unwrap();
+    let reservation = log.take_preallocation().unwrap().unwrap();
+    let reserved_to = reservation.from + reservation.len;
+    let supported = reservation.run().is_ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.segment_count() == 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "segment.ms never rolled"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        log.append_as_leader(batch("b", 1, 0), 0).unwrap();
+    }
+    let size = std::fs::metadata(&segment).unwrap().len();
+    let trimmed = log.trim_sealed().unwrap();
+    assert_eq!(trimmed, reserved_to - size, "the whole unused reservation");
+    if supported {
+        assert!(allocated(&segment) < 64 * 1024, "blocks given back");
+    }
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), size);
+    assert_eq!(log.trim_sealed().unwrap(), 0, "nothing left to give back");
+    assert_eq!(read_all(&log, 0).len(), log.log_end_offset() as usize);
+}
+
+#[test]
+fn preallocation_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        preallocate_bytes: 0,
+        ..LogConfig::default()
+    };
+    let mut log = PartitionLog::open(dir.path(), config).unwrap();
+    log.append_as_leader(batch_with("a", 50, 0, Compression::None, 1000), 0)
+        .unwrap();
+    assert!(log.take_preallocation().unwrap().is_none());
+}

@@ -124,6 +124,10 @@ impl Node {
     }
 }
 
+/// Largest HTTP/2 frame the broker listener accepts (h2's default is 16 KiB; the protocol's
+/// maximum is 16 MiB - 1): 1 MiB holds a whole default-size batch.
+const MAX_FRAME_SIZE: u32 = 1 << 20;
+
 /// Starts the broker's data path: the replica manager following the metadata, and the broker
 /// listener serving the client and replication APIs.
 async fn start_broker(
@@ -161,6 +165,9 @@ async fn start_broker(
         .tcp_nodelay(true)
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20)
+        // Let clients send a batch in one HTTP/2 DATA frame rather than sixteen-KiB pieces:
+        // fewer frames, wakeups and syscalls per byte on the produce path.
+        .max_frame_size(Some(MAX_FRAME_SIZE))
         .add_service(service.broker_server())
         .add_service(service.replication_server())
         .serve_with_incoming_shutdown(

@@ -98,6 +98,9 @@ pub struct Partition {
     view: watch::Sender<View>,
 }
 
+/// Appends slower than this are logged (a warning with where the time went).
+const SLOW_APPEND: Duration = Duration::from_millis(50);
+
 /// Reserves disk blocks ahead of the active segment when the log says it is time (see
 /// `weir_storage::preallocate`: appends then don't wait on block allocation while the kernel
 /// writes back), on a blocking thread of its own so the append that asked does not wait for
@@ -333,14 +336,31 @@ impl Partition {
             l.epoch
         };
         let info = {
+            let asked = Instant::now();
             let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+            let locked = asked.elapsed();
             let info = log.append_as_leader(batch, epoch)?;
             reserve_ahead(&mut log);
+            self.note_slow_append(locked, asked.elapsed());
             info
         };
         let mut state = lock(&self.state);
         self.publish(&mut state);
         Ok((info, epoch))
+    }
+
+    /// Warns about an append that took longer than [`SLOW_APPEND`] (waiting for the log, then
+    /// writing), so a latency spike can be told apart from the network or the client.
+    fn note_slow_append(&self, waited_for_log: Duration, total: Duration) {
+        if total >= SLOW_APPEND {
+            tracing::warn!(
+                topic = %self.topic,
+                partition = self.index,
+                waited_for_log_ms = waited_for_log.as_millis() as u64,
+                total_ms = total.as_millis() as u64,
+                "slow append"
+            );
+        }
     }
 
     /// Waits until the HW passes `last_offset` (acks=all). Fails if leadership is lost or the
@@ -555,8 +575,10 @@ impl Partition {
         {
             let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
             if !batches.is_empty() {
+                let started = Instant::now();
                 log.append_as_follower(batches)?;
                 reserve_ahead(&mut log);
+                self.note_slow_append(Duration::ZERO, started.elapsed());
             }
         }
         let mut state = lock(&self.state);

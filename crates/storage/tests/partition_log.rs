@@ -111,15 +111,9 @@ fn rolls_segments_by_size_and_reads_across_them() {
     assert!(log.take_pending_flush().unwrap().is_none());
 }
 
-#[test]
-fn rolls_segments_by_age() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_ms: Duration::from_millis(30),
-        ..LogConfig::default()
-    };
-    let mut log = PartitionLog::open(dir.path(), config).unwrap();
-    log.append_as_leader(batch("a", 1, 0), 0).unwrap();
+/// Appends a record every 10 ms until the log has rolled its first segment (a log with a
+/// short `segment.ms`); fails after 10 s.
+fn append_until_rolled_by_age(log: &mut PartitionLog) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while log.segment_count() == 1 {
         assert!(
@@ -129,6 +123,18 @@ fn rolls_segments_by_age() {
         std::thread::sleep(Duration::from_millis(10));
         log.append_as_leader(batch("b", 1, 0), 0).unwrap();
     }
+}
+
+#[test]
+fn rolls_segments_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_ms: Duration::from_millis(30),
+        ..LogConfig::default()
+    };
+    let mut log = PartitionLog::open(dir.path(), config).unwrap();
+    log.append_as_leader(batch("a", 1, 0), 0).unwrap();
+    append_until_rolled_by_age(&mut log);
     assert_eq!(log.segment_count(), 2);
 }
 
@@ -608,15 +614,7 @@ fn a_segment_sealed_early_gives_back_its_reservation() {
     let reservation = log.take_preallocation().unwrap().unwrap();
     let reserved_to = reservation.from + reservation.len;
     let supported = reservation.run().is_ok();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while log.segment_count() == 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "segment.ms never rolled"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-        log.append_as_leader(batch("b", 1, 0), 0).unwrap();
-    }
+    append_until_rolled_by_age(&mut log);
     let size = std::fs::metadata(&segment).unwrap().len();
     let trimmed = log.trim_sealed().unwrap();
     assert_eq!(trimmed, reserved_to - size, "the whole unused reservation");

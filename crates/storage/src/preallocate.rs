@@ -5,11 +5,12 @@
 //! reading; while the kernel's writeback is allocating blocks for the same file (which it does
 //! holding that lock for writing, and which can take long on a busy disk), the append waits
 //! too (kernel stacks sampled during such stalls end in `ext4_da_get_block_prep`). Measured
-//! on the development VM (3 files appended at 380 MB/s in 64 KiB writes for 15 s, Python
-//! against the same disk; see docs/BENCHMARKS.md): without preallocation 5 write stalls of
-//! 60-830 ms per run, every run, starting when the dirty pages reach the background writeback
-//! threshold; with 256 MiB reserved ahead from another thread, at most 1-2 stalls of ~55 ms.
-//! Each stall holds every producer of the partition, so it is what an acks=all p99 shows.
+//! on the development VM (`scripts/write-stalls.py`: 3 files appended at 380 MB/s in 64 KiB
+//! writes for 15 s; docs/BENCHMARKS.md): without preallocation, stalls of 50 ms to ~1 s once
+//! the dirty pages reach the background writeback threshold; with 256 MiB reserved ahead from
+//! another thread, no stall over 263 ms in any run, though stalls of 50-120 ms remain (a
+//! reservation holds the inode lock, and an append may wait for it). Each stall holds every
+//! producer of the partition, so it is what an acks=all p99 shows.
 //!
 //! How: the log hands out a [`Preallocation`] (a file handle and a range past the end of the
 //! file) when the reserved room ahead of the active segment's end falls below half of the

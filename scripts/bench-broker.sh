@@ -16,6 +16,7 @@
 # LATENCY_SECONDS (default 20: length of each fixed-rate run), LATENCY_RATES (default
 # "150000 half": records/s of the fixed-rate runs, "half" being half the full-speed rate;
 # RF3_RECORDS=0 skips the full-speed run), RAW_BYTES (default 2GiB).
+# WEIR_SERVER_BIN runs another weir-server binary (for A/B runs against a saved build).
 # Each step is bounded in time (STEP_TIMEOUT, default 600 s). STEPS picks parts (default
 # "single raw rf3": the 1-node runs, the raw-write baseline, the 3-node runs).
 set -euo pipefail
@@ -30,7 +31,7 @@ STEP_TIMEOUT=${STEP_TIMEOUT:-600}
 
 cargo build --release -p weir-server --bin weir-server --example produce-bench >&2
 cargo build --release -p weir-storage --example log-bench >&2
-SERVER=$PWD/target/release/weir-server
+SERVER=${WEIR_SERVER_BIN:-$PWD/target/release/weir-server}
 BENCH=$PWD/target/release/examples/produce-bench
 LOG_BENCH=$PWD/target/release/examples/log-bench
 

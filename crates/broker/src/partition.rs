@@ -573,12 +573,13 @@ impl Partition {
     /// LEO). Blocking.
     pub fn append_as_follower(&self, batches: Bytes, leader_hw: i64) -> Result<(), BrokerError> {
         {
+            let asked = Instant::now();
             let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+            let locked = asked.elapsed();
             if !batches.is_empty() {
-                let started = Instant::now();
                 log.append_as_follower(batches)?;
                 reserve_ahead(&mut log);
-                self.note_slow_append(Duration::ZERO, started.elapsed());
+                self.note_slow_append(locked, asked.elapsed());
             }
         }
         let mut state = lock(&self.state);

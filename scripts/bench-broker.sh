@@ -111,25 +111,16 @@ bench() {
     sed "s/^{/{\"run\":\"$run\",/"
 }
 
-# warm MIB: writes MIB MiB to a scratch file without fsync and deletes it, untimed. On this VM
+# warm MIB: writes back what is dirty (`sync`: earlier runs' data, so their writeback doesn't
+# stall the next run), then writes MIB MiB to a scratch file without fsync and deletes it,
+# untimed. On this VM
 # free guest memory is handed back to the host, and whoever first fills the page cache pays for
 # faulting it back in (~430 MB/s); log-bench's raw-write baseline does the same warm-up, so
 # both sides of each ratio start from the same memory state (docs/BENCHMARKS.md).
 warm() {
+  sync
   dd if=/dev/zero of="$WORK/warm" bs=1M count="$1" status=none
   rm -f "$WORK/warm"
-}
-
-# settle: writes back everything dirty (earlier runs' data) and lets the file system finish
-# freeing deleted files (the root file system here is mounted with `discard`, so a deletion's
-# discards run in a later journal commit), so one run's leftovers don't stall the next.
-settle() {
-  sync
-}
-
-# field NAME: a numeric field of the JSON line on stdin.
-field() {
-  sed -n "s/.*\"$1\":\([-0-9.e]*\).*/\1/p"
 }
 
 # step NAME: whether NAME is among the steps to run (STEPS, default all: "single raw rf3").
@@ -140,11 +131,9 @@ step() {
 if step single; then
 echo "== 1 node" >&2
 start_cluster single 1
-settle
 warm $((SMALL_RECORDS * 110 / 1048576 + 256))
 bench 1node-100B-acks1 --topic small --partitions 1 --replication-factor 1 \
   --records "$SMALL_RECORDS" --record-size 100 --acks 1 --consume
-settle
 warm $((LARGE_RECORDS * 1040 / 1048576 + 256))
 bench 1node-1KiB-acks1 --topic large --partitions 1 --replication-factor 1 \
   --records "$LARGE_RECORDS" --record-size 1024 --acks 1 --consume
@@ -166,14 +155,12 @@ start_cluster triple 3
 latency_run() {
   local run=$1 rate=$2 records
   records=$((rate * LATENCY_SECONDS))
-  settle
   warm $((records * 110 * 3 / 1048576 + 256))
   bench "$run" --topic "$run" --partitions 3 --replication-factor 3 \
     --records "$records" --record-size 100 --acks -1 --rate "$rate"
 }
 rate=0
 if ((RF3_RECORDS > 0)); then
-  settle
   warm $((RF3_RECORDS * 110 * 3 / 1048576 + 256))
   full=$(bench 3node-rf3-100B-acksall --topic replicated --partitions 3 --replication-factor 3 \
     --records "$RF3_RECORDS" --record-size 100 --acks -1)

@@ -335,23 +335,27 @@ impl Partition {
             }
             l.epoch
         };
-        let info = {
-            let asked = Instant::now();
-            let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
-            let locked = asked.elapsed();
-            let info = log.append_as_leader(batch, epoch)?;
-            reserve_ahead(&mut log);
-            self.note_slow_append(locked, asked.elapsed());
-            info
-        };
+        let info = self.append_with(|log| log.append_as_leader(batch, epoch))?;
         let mut state = lock(&self.state);
         self.publish(&mut state);
         Ok((info, epoch))
     }
 
-    /// Warns about an append that took longer than [`SLOW_APPEND`] (waiting for the log, then
-    /// writing), so a latency spike can be told apart from the network or the client.
-    fn note_slow_append(&self, waited_for_log: Duration, total: Duration) {
+    /// Runs one append (the leader's or a follower's) on the log, then hands out the next
+    /// block reservation if one is due, and warns about an append slower than [`SLOW_APPEND`]
+    /// (waiting for the log, then writing), so a latency spike can be told apart from the
+    /// network or the client.
+    fn append_with<T>(
+        &self,
+        append: impl FnOnce(&mut PartitionLog) -> weir_storage::Result<T>,
+    ) -> Result<T, BrokerError> {
+        let asked = Instant::now();
+        let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+        let waited_for_log = asked.elapsed();
+        let appended = append(&mut log)?;
+        reserve_ahead(&mut log);
+        drop(log);
+        let total = asked.elapsed();
         if total >= SLOW_APPEND {
             tracing::warn!(
                 topic = %self.topic,
@@ -361,6 +365,7 @@ impl Partition {
                 "slow append"
             );
         }
+        Ok(appended)
     }
 
     /// Waits until the HW passes `last_offset` (acks=all). Fails if leadership is lost or the
@@ -572,15 +577,8 @@ impl Partition {
     /// Appends batches fetched from the leader, and adopts the leader's HW (capped by the local
     /// LEO). Blocking.
     pub fn append_as_follower(&self, batches: Bytes, leader_hw: i64) -> Result<(), BrokerError> {
-        {
-            let asked = Instant::now();
-            let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
-            let locked = asked.elapsed();
-            if !batches.is_empty() {
-                log.append_as_follower(batches)?;
-                reserve_ahead(&mut log);
-                self.note_slow_append(locked, asked.elapsed());
-            }
+        if !batches.is_empty() {
+            self.append_with(|log| log.append_as_follower(batches))?;
         }
         let mut state = lock(&self.state);
         if matches!(state.role, Role::Follower { .. }) {

@@ -75,9 +75,7 @@ pub fn next_range(size: u64, allocated_to: u64, max_window: u64, limit: u64) -> 
     if max_window == 0 || size == 0 {
         return None;
     }
-    let window = size
-        .clamp(MIN_WINDOW, max_window.max(MIN_WINDOW))
-        .min(max_window);
+    let window = size.max(MIN_WINDOW).min(max_window);
     if allocated_to.saturating_sub(size) >= window / 2 {
         return None;
     }

@@ -1,15 +1,23 @@
 //! A follower's replication of one partition from its leader.
 //!
-//! 1. Ask the leader where this replica's latest epoch ended (OffsetForLeaderEpoch) and
-//!    truncate anything past it: a replica never keeps records the leader does not have.
+//! 1. Reconcile with the leader (Kafka's OffsetForLeaderEpoch, KIP-101/279): ask where this
+//!    replica's latest epoch ended on the leader, truncate to min(the leader's end offset, this
+//!    replica's own end offset for the epoch the leader answered), and repeat until both agree
+//!    on the epoch. A replica never keeps records the leader does not have.
 //! 2. Open a ReplicaFetch stream, send the local log end offset, append what comes back
 //!    (batches keep the leader's offsets and epochs), adopt the leader's high watermark, send
 //!    the new log end offset, and so on.
+//!
+//! Every change to the local log names the leader and epoch it was computed for, and the
+//! partition refuses it once the replica no longer follows that leader in that epoch
+//! ([`Partition::truncate_to`] and friends check under the partition's lock), so a session
+//! still running after a leader change cannot cut records the new role needs.
 //!
 //! Any error ends the session; it starts over after a short backoff, for as long as this
 //! replica follows the same leader in the same epoch (the replica manager aborts the task when
 //! that changes).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +28,7 @@ use weir_proto::broker::v1 as pb;
 use weir_proto::broker::v1::replication_client::ReplicationClient;
 use weir_proto::common::v1::ErrorCode;
 
+use crate::error::BrokerError;
 use crate::manager::ReplicaManager;
 use crate::partition::Partition;
 
@@ -27,6 +36,61 @@ use crate::partition::Partition;
 const FETCH_MAX_BYTES: u32 = 4 * 1024 * 1024;
 /// How long the leader may hold an answer waiting for new batches.
 const FETCH_MAX_WAIT_MS: u32 = 500;
+/// Rounds of OffsetForLeaderEpoch in one reconciliation. Each round that does not finish
+/// drops at least one epoch from the local cache, so this only bounds a pathological history;
+/// the next session goes on from where this one stopped.
+const MAX_RECONCILE_ROUNDS: usize = 64;
+
+/// Why a fetch session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The leader's address is not in the metadata (yet), or is malformed.
+    #[error("leader {0} has no usable address in the metadata")]
+    LeaderAddress(NodeId),
+    /// The RPC itself failed (connection, timeout, stream reset).
+    #[error("{call}: {status}")]
+    Rpc {
+        /// Which call.
+        call: &'static str,
+        /// What tonic said.
+        status: tonic::Status,
+    },
+    /// The leader answered an error code.
+    #[error("{call} answered {code:?}: {message}")]
+    Leader {
+        /// Which call.
+        call: &'static str,
+        /// The wire code.
+        code: ErrorCode,
+        /// The leader's message.
+        message: String,
+    },
+    /// The leader knows no epoch at or below the one asked: nothing to reconcile against yet.
+    #[error("the leader knows no epoch at or below {0}")]
+    UndefinedEpoch(i32),
+    /// Reconciliation did not converge within [`MAX_RECONCILE_ROUNDS`].
+    #[error("epochs still disagree after {0} rounds of OffsetForLeaderEpoch")]
+    NoAgreement(usize),
+    /// The local partition refused the change (role changed, log offline, bad batch).
+    #[error("local log: {0}")]
+    Local(#[from] BrokerError),
+    /// A blocking task died.
+    #[error("blocking task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The leader closed the stream, or our request stream closed.
+    #[error("the fetch stream closed")]
+    Closed,
+}
+
+impl FetchError {
+    fn leader(call: &'static str, e: weir_proto::common::v1::Error) -> Self {
+        Self::Leader {
+            call,
+            code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::UnknownServerError),
+            message: e.message,
+        }
+    }
+}
 
 /// Replicates `part` from `leader` in `epoch` until aborted or no longer following it.
 pub async fn run(manager: Arc<ReplicaManager>, part: Arc<Partition>, leader: NodeId, epoch: i32) {
@@ -46,10 +110,62 @@ pub async fn run(manager: Arc<ReplicaManager>, part: Arc<Partition>, leader: Nod
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| e.to_string())
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BrokerError> + Send + 'static,
+) -> Result<T, FetchError> {
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
+
+/// Where to truncate after one OffsetForLeaderEpoch answer, Kafka's rule (KIP-279):
+/// `leader` is the answer (the largest epoch the leader knows at or below the one asked, and
+/// where it ended there), `ours` this replica's own end for that epoch (the largest local
+/// epoch at or below it, and where that ended), `log_end` this replica's log end offset.
+/// Returns the offset to truncate to and whether the epochs now agree; when they do not, the
+/// truncation drops the local epoch the leader does not know and the caller asks again.
+pub fn truncation_point(leader: (i32, i64), ours: Option<(i32, i64)>, log_end: i64) -> (i64, bool) {
+    let (leader_epoch, leader_end) = leader;
+    match ours {
+        Some((epoch, end)) if epoch == leader_epoch => (leader_end.min(end).min(log_end), true),
+        Some((_, end)) => (end.min(log_end), false),
+        None => (leader_end.min(log_end), true),
+    }
+}
+
+/// Reconciles `part` (following `leader` in `epoch`) with its leader, asking the leader with
+/// `ask(latest local epoch)` for `(epoch, end offset)` until both agree (see the module docs).
+pub async fn reconcile<F, Fut>(
+    part: &Arc<Partition>,
+    leader: NodeId,
+    epoch: i32,
+    mut ask: F,
+) -> Result<(), FetchError>
+where
+    F: FnMut(i32) -> Fut,
+    Fut: Future<Output = Result<(i32, i64), FetchError>>,
+{
+    for _ in 0..MAX_RECONCILE_ROUNDS {
+        let Some(latest) = part.latest_epoch() else {
+            return Ok(()); // nothing written under any epoch: nothing can diverge
+        };
+        let (leader_epoch, leader_end) = ask(latest).await?;
+        if leader_epoch < 0 || leader_end < 0 {
+            return Err(FetchError::UndefinedEpoch(latest));
+        }
+        let ours = part.end_offset_for_epoch(leader_epoch);
+        let log_end = part.view().log_end;
+        let (to, agreed) = truncation_point((leader_epoch, leader_end), ours, log_end);
+        if to < log_end || !agreed {
+            if to < log_end {
+                tracing::info!(topic = %part.topic, partition = part.index, from = log_end, to, leader_epoch, "truncating divergent tail");
+            }
+            let p = Arc::clone(part);
+            blocking(move || p.truncate_to(to, leader, epoch)).await?;
+        }
+        if agreed {
+            return Ok(());
+        }
+    }
+    Err(FetchError::NoAgreement(MAX_RECONCILE_ROUNDS))
 }
 
 async fn session(
@@ -57,39 +173,39 @@ async fn session(
     part: &Arc<Partition>,
     leader: NodeId,
     epoch: i32,
-) -> Result<(), String> {
-    let addr = manager
+) -> Result<(), FetchError> {
+    let channel = manager
         .broker_address(leader)
-        .ok_or("leader address unknown")?;
-    let channel = manager.channel(&addr).ok_or("bad leader address")?;
+        .and_then(|addr| manager.channel(&addr))
+        .ok_or(FetchError::LeaderAddress(leader))?;
     let mut client = ReplicationClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
 
-    // 1. Truncate to where our latest epoch ended on the leader.
-    if let Some(latest) = part.latest_epoch() {
+    // 1. Reconcile: truncate whatever the leader does not have.
+    let asker = client.clone();
+    reconcile(part, leader, epoch, |latest| {
+        let mut client = asker.clone();
         let req = pb::OffsetForLeaderEpochRequest {
             topic: part.topic.clone(),
             partition: part.index,
             leader_epoch: latest,
             current_leader_epoch: epoch,
         };
-        let r = client
-            .offset_for_leader_epoch(req)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner();
-        if let Some(e) = r.error {
-            return Err(format!("OffsetForLeaderEpoch: {}", e.message));
+        async move {
+            let r = client
+                .offset_for_leader_epoch(req)
+                .await
+                .map_err(|status| FetchError::Rpc {
+                    call: "OffsetForLeaderEpoch",
+                    status,
+                })?
+                .into_inner();
+            match r.error {
+                Some(e) => Err(FetchError::leader("OffsetForLeaderEpoch", e)),
+                None => Ok((r.leader_epoch, r.end_offset)),
+            }
         }
-        let leo = part.view().log_end;
-        if r.end_offset >= 0 && r.end_offset < leo {
-            tracing::info!(topic = %part.topic, partition = part.index, from = leo, to = r.end_offset, "truncating divergent tail");
-            let p = Arc::clone(part);
-            let to = r.end_offset;
-            blocking(move || p.truncate_to(to))
-                .await?
-                .map_err(|e| e.to_string())?;
-        }
-    }
+    })
+    .await?;
 
     // 2. Fetch.
     let (tx, rx) = mpsc::channel(2);
@@ -104,15 +220,19 @@ async fn session(
     };
     tx.send(position(part.view().log_end))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| FetchError::Closed)?;
+    let rpc = |status| FetchError::Rpc {
+        call: "ReplicaFetch",
+        status,
+    };
     let mut responses = client
         .replica_fetch(ReceiverStream::new(rx))
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(rpc)?
         .into_inner();
     loop {
-        let Some(r) = responses.message().await.map_err(|e| e.to_string())? else {
-            return Err("leader closed the stream".into());
+        let Some(r) = responses.message().await.map_err(rpc)? else {
+            return Err(FetchError::Closed);
         };
         if let Some(e) = r.error {
             if e.code == ErrorCode::OffsetOutOfRange as i32
@@ -121,22 +241,18 @@ async fn session(
                 // The leader's log starts past ours: start over empty at its log start.
                 let p = Arc::clone(part);
                 let start = r.log_start_offset;
-                blocking(move || p.reset_to(start))
-                    .await?
-                    .map_err(|e| e.to_string())?;
+                blocking(move || p.reset_to(start, leader, epoch)).await?;
             }
-            return Err(format!("ReplicaFetch: {}", e.message));
+            return Err(FetchError::leader("ReplicaFetch", e));
         }
         if part.following() != Some((Some(leader), epoch)) {
             return Ok(());
         }
         let p = Arc::clone(part);
         let hw = r.high_watermark;
-        blocking(move || p.append_as_follower(r.batches, hw))
-            .await?
-            .map_err(|e| e.to_string())?;
+        blocking(move || p.append_as_follower(r.batches, hw, leader, epoch)).await?;
         if tx.send(position(part.view().log_end)).await.is_err() {
-            return Err("request stream closed".into());
+            return Err(FetchError::Closed);
         }
     }
 }

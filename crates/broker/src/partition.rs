@@ -1,10 +1,23 @@
 //! One partition replica on this broker: its log, whether it leads or follows, and — when it
 //! leads — each follower's progress, the ISR and the high watermark.
 //!
-//! The high watermark (HW) is the smallest log end offset (LEO) among the ISR, never moving
-//! backwards; a follower in the ISR whose LEO is not known yet (no fetch since this broker
-//! became leader) holds it where it is. Consumers read below the HW only; acks=all completes
-//! once the HW passes the batch.
+//! The high watermark (HW) is the smallest log end offset (LEO) among the *maximal* ISR — the
+//! committed ISR plus any member an in-flight AlterPartition would add (KIP-497), since the
+//! controller may elect such a member as soon as it commits the change — never moving
+//! backwards; a follower in it whose LEO is not known yet (no fetch since this broker became
+//! leader) holds it where it is. Consumers read below the HW only; acks=all completes once the
+//! HW passes the batch.
+//!
+//! Replication rules kept here (DESIGN.md, "Replication rules"):
+//! - [`Partition::make_leader`] records `(epoch, log end offset)` in the leader-epoch cache
+//!   before the replica leads, so OffsetForLeaderEpoch always knows the current epoch.
+//! - A follower's position counts only once it is within the leader's log, and it joins the ISR
+//!   only at or past both the HW and the first offset of the leader's current epoch
+//!   (KAFKA-7128): a replica that has not yet fetched anything of this epoch may still hold a
+//!   divergent tail.
+//! - Follower-side changes to the log (append, truncate, reset) name the leader and epoch they
+//!   were computed for, and are refused unless the replica still follows that leader in that
+//!   epoch, checked under the partition's lock at the moment of the change.
 //!
 //! Everything that waits on the partition (consumer fetch streams, replica fetch sessions,
 //! acks=all producers) watches one [`View`], published after every change, so nothing polls.
@@ -54,10 +67,26 @@ struct Leading {
     epoch: i32,
     partition_epoch: i32,
     replicas: Vec<NodeId>,
+    /// The committed ISR, as the controller last told this leader.
     isr: Vec<NodeId>,
+    /// The log end offset when this replica became leader: the first offset of its epoch.
+    epoch_start: i64,
     followers: HashMap<NodeId, Progress>,
-    /// An AlterPartition is on its way to the controller; don't send another.
-    isr_change_in_flight: bool,
+    /// The ISR an AlterPartition on its way to the controller asks for; while it is in flight
+    /// no other change is sent, and the HW counts its members too (the maximal ISR).
+    pending_isr: Option<Vec<NodeId>>,
+}
+
+impl Leading {
+    /// The committed ISR plus the members a pending change would add (KIP-497).
+    fn maximal_isr(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let added = self
+            .pending_isr
+            .iter()
+            .flatten()
+            .filter(|r| !self.isr.contains(r));
+        self.isr.iter().chain(added).copied()
+    }
 }
 
 #[derive(Debug)]
@@ -204,6 +233,11 @@ impl Partition {
 
     /// Becomes (or stays) the leader in `epoch`. Followers get a fresh grace period for the
     /// ISR check; the HW starts where this replica last knew it and advances as they fetch.
+    ///
+    /// A new epoch is recorded in the leader-epoch cache at the log end offset first (durably);
+    /// if that fails the replica does not lead. Taking the partition's lock here also waits for
+    /// a follower-side change already under way, and every later one is refused. Blocking
+    /// (it may write the epoch checkpoint): call off the async workers.
     pub fn make_leader(
         &self,
         epoch: i32,
@@ -211,7 +245,7 @@ impl Partition {
         replicas: &[NodeId],
         isr: &[NodeId],
         min_insync: usize,
-    ) {
+    ) -> Result<(), BrokerError> {
         let mut state = lock(&self.state);
         state.min_insync = min_insync.max(1);
         match &mut state.role {
@@ -224,11 +258,11 @@ impl Partition {
             }
             _ => {
                 let now = Instant::now();
-                let leo = self
-                    .log
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .log_end_offset();
+                let leo = {
+                    let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+                    log.begin_leader_epoch(epoch)?;
+                    log.log_end_offset()
+                };
                 let followers = replicas
                     .iter()
                     .filter(|r| **r != self.broker_id)
@@ -250,12 +284,14 @@ impl Partition {
                     partition_epoch,
                     replicas: replicas.to_vec(),
                     isr: isr.to_vec(),
+                    epoch_start: leo,
                     followers,
-                    isr_change_in_flight: false,
+                    pending_isr: None,
                 });
             }
         }
         self.publish(&mut state);
+        Ok(())
     }
 
     /// Becomes (or stays) a follower of `leader` in `epoch`. Returns whether anything changed
@@ -287,18 +323,18 @@ impl Partition {
         }
     }
 
-    /// HW = min LEO over the ISR (unknown follower LEOs hold it), never backwards; `leo` is
-    /// this replica's log end offset.
+    /// HW = min LEO over the maximal ISR (unknown follower LEOs hold it), never backwards;
+    /// `leo` is this replica's log end offset.
     fn advance_high_watermark(&self, state: &mut State, leo: i64) {
         let Role::Leader(l) = &state.role else { return };
         let mut hw = leo;
-        for r in &l.isr {
-            if *r == self.broker_id {
+        for r in l.maximal_isr() {
+            if r == self.broker_id {
                 continue;
             }
             let follower = l
                 .followers
-                .get(r)
+                .get(&r)
                 .and_then(|p| p.log_end)
                 .unwrap_or(state.high_watermark);
             hw = hw.min(follower);
@@ -413,6 +449,10 @@ impl Partition {
 
     /// A follower reports its LEO (`fetch_offset`) in `epoch`. Updates its progress and the
     /// HW; returns an ISR expansion to request when it has caught up and is not in the ISR.
+    ///
+    /// A position outside this leader's log (`[log start, log end]`) is refused with
+    /// OFFSET_OUT_OF_RANGE and recorded nowhere: a replica cannot claim records the leader
+    /// does not have, so a claim can never advance the HW past what was replicated.
     pub fn record_follower_fetch(
         &self,
         replica: NodeId,
@@ -441,23 +481,35 @@ impl Partition {
                 format!("broker {replica} is not a replica"),
             ));
         };
-        let leo = self
-            .log
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .log_end_offset();
+        let (leo, log_start) = {
+            let log = self.log.read().unwrap_or_else(|e| e.into_inner());
+            (log.log_end_offset(), log.log_start_offset())
+        };
+        if fetch_offset < log_start || fetch_offset > leo {
+            return Err(BrokerError::new(
+                ErrorCode::OffsetOutOfRange,
+                format!(
+                    "replica offset {fetch_offset} is outside the leader's [{log_start}, {leo}]"
+                ),
+            ));
+        }
         if fetch_offset >= leo {
             progress.caught_up_at = Instant::now();
         } else if fetch_offset >= progress.answered_leo {
             progress.caught_up_at = progress.answered_at;
         }
         progress.log_end = Some(fetch_offset);
-        let expand = !l.isr.contains(&replica) && fetch_offset >= hw && !l.isr_change_in_flight;
+        // Caught up to the HW *and* into this epoch: below the epoch's start the follower may
+        // still hold records of an older epoch that this leader does not have (KAFKA-7128).
+        let expand = !l.isr.contains(&replica)
+            && fetch_offset >= hw
+            && fetch_offset >= l.epoch_start
+            && l.pending_isr.is_none();
         let change = expand.then(|| {
-            l.isr_change_in_flight = true;
             let mut isr = l.isr.clone();
             isr.push(replica);
             isr.sort_unstable();
+            l.pending_isr = Some(isr.clone());
             IsrChange {
                 leader_epoch: l.epoch,
                 partition_epoch: l.partition_epoch,
@@ -484,7 +536,7 @@ impl Partition {
         let Role::Leader(l) = &mut state.role else {
             return None;
         };
-        if l.isr_change_in_flight {
+        if l.pending_isr.is_some() {
             return None;
         }
         let now = Instant::now();
@@ -502,13 +554,13 @@ impl Partition {
         if lagging.is_empty() {
             return None;
         }
-        l.isr_change_in_flight = true;
-        let isr = l
+        let isr: Vec<NodeId> = l
             .isr
             .iter()
             .copied()
             .filter(|r| !lagging.contains(r))
             .collect();
+        l.pending_isr = Some(isr.clone());
         Some(IsrChange {
             leader_epoch: l.epoch,
             partition_epoch: l.partition_epoch,
@@ -521,7 +573,7 @@ impl Partition {
     pub fn isr_change_done(&self, result: Option<(i32, i32, Vec<NodeId>)>) {
         let mut state = lock(&self.state);
         if let Role::Leader(l) = &mut state.role {
-            l.isr_change_in_flight = false;
+            l.pending_isr = None;
             if let Some((leader_epoch, partition_epoch, isr)) = result {
                 if leader_epoch == l.epoch && partition_epoch >= l.partition_epoch {
                     l.partition_epoch = partition_epoch;
@@ -574,49 +626,81 @@ impl Partition {
             .latest_epoch()
     }
 
-    /// Appends batches fetched from the leader, and adopts the leader's HW (capped by the local
-    /// LEO). Blocking.
-    pub fn append_as_follower(&self, batches: Bytes, leader_hw: i64) -> Result<(), BrokerError> {
+    /// Holds the partition's lock while it still follows `leader` in `epoch`, so the caller can
+    /// change the log for exactly that role; FENCED_LEADER_EPOCH (nothing done) otherwise.
+    fn lock_following(
+        &self,
+        leader: NodeId,
+        epoch: i32,
+    ) -> Result<std::sync::MutexGuard<'_, State>, BrokerError> {
+        let state = lock(&self.state);
+        match &state.role {
+            Role::Follower {
+                leader: Some(l),
+                epoch: e,
+            } if *l == leader && *e == epoch => Ok(state),
+            role => Err(BrokerError::new(
+                ErrorCode::FencedLeaderEpoch,
+                format!(
+                    "{}-{}: the change was for following broker {leader} in epoch {epoch}, but the replica is now {}",
+                    self.topic,
+                    self.index,
+                    match role {
+                        Role::Leader(l) => format!("leader in epoch {}", l.epoch),
+                        Role::Follower { leader, epoch } =>
+                            format!("following {leader:?} in epoch {epoch}"),
+                    }
+                ),
+            )),
+        }
+    }
+
+    /// Appends batches fetched from `leader` in `epoch`, and adopts the leader's HW (capped by
+    /// the local LEO), if the replica still follows it (see [`Self::lock_following`]).
+    /// Blocking.
+    pub fn append_as_follower(
+        &self,
+        batches: Bytes,
+        leader_hw: i64,
+        leader: NodeId,
+        epoch: i32,
+    ) -> Result<(), BrokerError> {
+        let mut state = self.lock_following(leader, epoch)?;
         if !batches.is_empty() {
             self.append_with(|log| log.append_as_follower(batches))?;
         }
-        let mut state = lock(&self.state);
-        if matches!(state.role, Role::Follower { .. }) {
-            let leo = self
-                .log
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .log_end_offset();
-            state.high_watermark = state.high_watermark.max(leader_hw.min(leo));
-        }
-        self.publish(&mut state);
-        Ok(())
-    }
-
-    /// Truncates the local log to `offset` (divergent tail). Blocking.
-    pub fn truncate_to(&self, offset: i64) -> Result<(), BrokerError> {
-        self.log
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .truncate_to(offset)?;
-        let mut state = lock(&self.state);
         let leo = self
             .log
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .log_end_offset();
+        state.high_watermark = state.high_watermark.max(leader_hw.min(leo));
+        self.publish(&mut state);
+        Ok(())
+    }
+
+    /// Truncates the local log to `offset` (divergent tail), if the replica still follows
+    /// `leader` in `epoch`. Blocking.
+    pub fn truncate_to(&self, offset: i64, leader: NodeId, epoch: i32) -> Result<(), BrokerError> {
+        let mut state = self.lock_following(leader, epoch)?;
+        let leo = {
+            let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+            log.truncate_to(offset)?;
+            log.log_end_offset()
+        };
         state.high_watermark = state.high_watermark.min(leo);
         self.publish(&mut state);
         Ok(())
     }
 
-    /// Empties the local log and starts it at `offset` (the leader's log starts past it).
-    pub fn reset_to(&self, offset: i64) -> Result<(), BrokerError> {
+    /// Empties the local log and starts it at `offset` (the leader's log starts past it), if
+    /// the replica still follows `leader` in `epoch`. Blocking.
+    pub fn reset_to(&self, offset: i64, leader: NodeId, epoch: i32) -> Result<(), BrokerError> {
+        let mut state = self.lock_following(leader, epoch)?;
         self.log
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .truncate_fully_and_start_at(offset)?;
-        let mut state = lock(&self.state);
         state.high_watermark = offset;
         self.publish(&mut state);
         Ok(())

@@ -685,6 +685,27 @@ fn replica_error(e: &BrokerError, log_start: i64) -> pb::ReplicaFetchResponse {
     }
 }
 
+/// Whether `replica` may fetch as a follower now: a registered broker that the controller has
+/// not fenced. (Whether it is a replica of the partition is checked by the partition.) Until
+/// brokers authenticate, this is what keeps a stray client from posing as a known follower;
+/// the positions it claims are checked against the leader's log either way.
+fn check_replica(manager: &ReplicaManager, replica: u64) -> Result<(), BrokerError> {
+    let state = manager.metadata();
+    match state.brokers.get(&replica) {
+        Some(b) if !b.fenced => Ok(()),
+        Some(_) => Err(BrokerError::new(
+            ErrorCode::BrokerNotAvailable,
+            format!(
+                "broker {replica} is fenced; it may fetch again once the controller unfences it"
+            ),
+        )),
+        None => Err(BrokerError::new(
+            ErrorCode::BrokerNotAvailable,
+            format!("broker {replica} is not registered"),
+        )),
+    }
+}
+
 /// The leader's side of one follower's fetch session.
 async fn replica_session(
     manager: Arc<ReplicaManager>,
@@ -703,6 +724,10 @@ async fn replica_session(
     let mut request = first;
     let mut views = part.subscribe();
     loop {
+        if let Err(e) = check_replica(&manager, replica) {
+            let _ = tx.send(Ok(replica_error(&e, part.view().log_start))).await;
+            return;
+        }
         match part.record_follower_fetch(replica, request.leader_epoch, request.fetch_offset) {
             Ok(Some(change)) => manager.request_isr_change(Arc::clone(&part), change),
             Ok(None) => {}

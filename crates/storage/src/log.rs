@@ -375,6 +375,19 @@ impl PartitionLog {
         self.epochs.end_offset_for(epoch, self.log_end_offset())
     }
 
+    /// Records that this replica leads `epoch` from the current log end offset on, before it
+    /// accepts a write or answers OffsetForLeaderEpoch (Kafka assigns the epoch the moment a
+    /// replica becomes leader). Without it a new leader that has written nothing yet would not
+    /// know its own epoch, and a follower whose latest epoch is newer than every epoch the
+    /// leader has cached would be told nothing and keep a tail the leader never had. Older or
+    /// equal epochs change nothing. Durable when it returns.
+    pub fn begin_leader_epoch(&mut self, epoch: i32) -> Result<bool> {
+        self.check_online()?;
+        let start = self.log_end_offset();
+        let result = self.epochs.assign(epoch, start);
+        self.fail_on_error(result)
+    }
+
     fn active(&self) -> &Segment {
         // The map is never empty: open creates a segment, and nothing removes the last one.
         self.segments
@@ -697,7 +710,13 @@ impl PartitionLog {
             )));
         }
         if offset >= self.log_end_offset() {
-            return Ok(());
+            // Nothing to cut, but an epoch this replica began as leader without writing
+            // anything (an entry at the log end) may conflict with the new leader's log: drop
+            // it, as Kafka does, so the follower's next OffsetForLeaderEpoch asks for the
+            // epoch its records really carry.
+            let end = self.log_end_offset();
+            let result = self.epochs.truncate_from_end(end);
+            return self.fail_on_error(result);
         }
         let first_base = self.segments.keys().next().copied().unwrap_or(0);
         if offset <= first_base || offset < self.log_start_offset {

@@ -17,6 +17,12 @@ use weir_proto::controller::v1::controller_client::ControllerClient;
 /// Path of the server binary built by cargo for these tests.
 pub const SERVER: &str = env!("CARGO_BIN_EXE_weir-server");
 
+/// The server binary the cluster runs: `WEIR_TEST_SERVER_BIN` when set (to run the same tests
+/// against another build, e.g. to show a test fails without its fix), else [`SERVER`].
+pub fn server_bin() -> String {
+    std::env::var("WEIR_TEST_SERVER_BIN").unwrap_or_else(|_| SERVER.to_owned())
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; the OS won't hand it out again soon).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -146,7 +152,7 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .unwrap();
-        let mut cmd = Command::new(SERVER);
+        let mut cmd = Command::new(server_bin());
         cmd.env("WEIR_NODE_ID", id.to_string())
             .env(
                 "WEIR_ROLES",

@@ -2,9 +2,16 @@
 //! heartbeat every `heartbeat_interval` reporting the metadata version applied locally, and
 //! register again whenever the controller no longer knows this incarnation.
 //!
-//! Any controller will do: one that is not the leader forwards to it. The controller keeps the
-//! broker fenced after (re)registration until a heartbeat shows the broker has applied the
-//! metadata up to its registration.
+//! Requests go to the active controller when this node knows it (`leader_hint`, from its own
+//! view of the metadata quorum), else to the controllers in turn (one that is not the leader
+//! forwards to it). Each attempt is bounded by `request_timeout`, well below the controller's
+//! session timeout (3 s by default), and a failed attempt moves on to the next controller at
+//! once, within the same beat: one unreachable or paused controller must not cost a healthy
+//! broker its session. (Kafka likewise heartbeats the active controller with a request timeout
+//! below the session timeout.)
+//!
+//! The controller keeps the broker fenced after (re)registration until a heartbeat shows the
+//! broker has applied the metadata up to its registration.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -17,11 +24,16 @@ use weir_meta::{MetadataState, NodeId};
 use weir_proto::controller::v1 as pb;
 use weir_proto::controller::v1::controller_client::ControllerClient;
 
+/// Tells the controller address of the quorum's current leader, as this node knows it.
+pub type LeaderHint = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// How a broker reaches the controllers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LifecycleConfig {
     /// Broker id (= node id).
     pub broker_id: NodeId,
+    /// This process's incarnation ([`new_incarnation`]), registered with the controller.
+    pub incarnation: u64,
     /// The address clients should use for this broker.
     pub advertised: String,
     /// Rack, if any.
@@ -30,6 +42,25 @@ pub struct LifecycleConfig {
     pub controllers: Vec<String>,
     /// Heartbeat period. Default 500 ms.
     pub heartbeat_interval: Duration,
+    /// Bound on one registration or heartbeat attempt. Default 1 s: with the default 3 s
+    /// session timeout a beat can fail over to another controller twice before the session
+    /// is in danger.
+    pub request_timeout: Duration,
+    /// The active controller's address, when this node knows it.
+    pub leader_hint: LeaderHint,
+}
+
+impl std::fmt::Debug for LifecycleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LifecycleConfig")
+            .field("broker_id", &self.broker_id)
+            .field("incarnation", &self.incarnation)
+            .field("advertised", &self.advertised)
+            .field("controllers", &self.controllers)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the broker knows of its own standing.
@@ -41,9 +72,13 @@ pub struct BrokerStatus {
     pub fenced: bool,
     /// Broker epoch of the registration.
     pub epoch: u64,
+    /// This process's incarnation.
+    pub incarnation: u64,
 }
 
-fn random_incarnation() -> u64 {
+/// A fresh random incarnation for this process: it changes at every start, so the controller
+/// tells a restarted broker (which lost its in-memory state) from the one it knew.
+pub fn new_incarnation() -> u64 {
     let mut h = RandomState::new().build_hasher();
     h.write_u128(
         std::time::SystemTime::now()
@@ -64,27 +99,28 @@ pub fn spawn(
         ..BrokerStatus::default()
     });
     let task = tokio::spawn(async move {
-        let incarnation = random_incarnation();
-        let clients: Vec<ControllerClient<Channel>> = config
-            .controllers
-            .iter()
-            .filter_map(|addr| {
-                let endpoint = Endpoint::from_shared(format!("http://{addr}")).ok()?;
-                let channel = endpoint
-                    .connect_timeout(Duration::from_millis(500))
-                    .timeout(Duration::from_secs(3))
-                    .tcp_nodelay(true)
-                    .connect_lazy();
-                Some(ControllerClient::new(channel))
-            })
-            .collect();
-        if clients.is_empty() {
-            tracing::error!("no valid controller address; the broker cannot register");
+        let incarnation = config.incarnation;
+        let mut channels: std::collections::HashMap<String, Channel> = Default::default();
+        let mut client_for = |addr: &str| -> Option<ControllerClient<Channel>> {
+            if let Some(c) = channels.get(addr) {
+                return Some(ControllerClient::new(c.clone()));
+            }
+            let channel = Endpoint::from_shared(format!("http://{addr}"))
+                .ok()?
+                .connect_timeout(Duration::from_millis(500))
+                .tcp_nodelay(true)
+                .connect_lazy();
+            channels.insert(addr.to_owned(), channel.clone());
+            Some(ControllerClient::new(channel))
+        };
+        if config.controllers.is_empty() {
+            tracing::error!("no controller address; the broker cannot register");
             return;
         }
         let mut next = 0usize;
         let mut status = BrokerStatus {
             fenced: true,
+            incarnation,
             ..BrokerStatus::default()
         };
         let mut interval = tokio::time::interval(config.heartbeat_interval);
@@ -94,70 +130,102 @@ pub fn spawn(
                 _ = interval.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let mut client = clients[next % clients.len()].clone();
-            let ok = if !status.registered {
-                let req = pb::RegisterBrokerRequest {
-                    broker_id: config.broker_id,
-                    address: config.advertised.clone(),
-                    rack: config.rack.clone().unwrap_or_default(),
-                    incarnation,
+            // The active controller first, then each controller in turn, each attempt bounded.
+            let hint = (config.leader_hint)();
+            let attempts = config.controllers.len() + usize::from(hint.is_some());
+            for attempt in 0..attempts {
+                let addr = match (&hint, attempt) {
+                    (Some(leader), 0) => leader.clone(),
+                    _ => {
+                        next += 1;
+                        config.controllers[next % config.controllers.len()].clone()
+                    }
                 };
-                match client.register_broker(req).await {
-                    Ok(r) if r.get_ref().error.is_none() => {
-                        status = BrokerStatus {
-                            registered: true,
-                            fenced: true,
-                            epoch: r.get_ref().broker_epoch,
-                        };
-                        tracing::info!(
-                            broker = config.broker_id,
-                            epoch = status.epoch,
-                            "registered with the controller"
-                        );
-                        true
-                    }
-                    Ok(r) => {
-                        tracing::debug!(error = ?r.get_ref().error, "registration refused; retrying");
-                        false
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "registration failed; retrying");
-                        false
+                let Some(client) = client_for(&addr) else {
+                    continue;
+                };
+                let beat = beat(&config, &metadata, client, &mut status);
+                match tokio::time::timeout(config.request_timeout, beat).await {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(_) => {
+                        tracing::debug!(controller = %addr, "controller did not answer in time")
                     }
                 }
-            } else {
-                let version = metadata.borrow().version;
-                let req = pb::BrokerHeartbeatRequest {
-                    broker_id: config.broker_id,
-                    incarnation,
-                    metadata_version: version,
-                };
-                match client.broker_heartbeat(req).await {
-                    Ok(r) if r.get_ref().error.is_none() => {
-                        let r = r.into_inner();
-                        if r.should_register {
-                            tracing::info!("controller asked the broker to register again");
-                            status.registered = false;
-                        }
-                        status.fenced = r.fenced;
-                        true
-                    }
-                    Ok(r) => {
-                        tracing::debug!(error = ?r.get_ref().error, "heartbeat refused");
-                        false
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "heartbeat failed");
-                        false
-                    }
+                if *shutdown.borrow() {
+                    return;
                 }
-            };
-            if !ok {
-                // Try another controller next time.
-                next += 1;
             }
             status_tx.send_replace(status);
         }
     });
     (task, status_rx)
+}
+
+/// One registration (while not registered) or heartbeat through `client`; updates `status`
+/// and says whether the controller answered.
+async fn beat(
+    config: &LifecycleConfig,
+    metadata: &watch::Receiver<Arc<MetadataState>>,
+    mut client: ControllerClient<Channel>,
+    status: &mut BrokerStatus,
+) -> bool {
+    if !status.registered {
+        let req = pb::RegisterBrokerRequest {
+            broker_id: config.broker_id,
+            address: config.advertised.clone(),
+            rack: config.rack.clone().unwrap_or_default(),
+            incarnation: config.incarnation,
+        };
+        match client.register_broker(req).await {
+            Ok(r) if r.get_ref().error.is_none() => {
+                *status = BrokerStatus {
+                    registered: true,
+                    fenced: true,
+                    epoch: r.get_ref().broker_epoch,
+                    incarnation: config.incarnation,
+                };
+                tracing::info!(
+                    broker = config.broker_id,
+                    epoch = status.epoch,
+                    "registered with the controller"
+                );
+                true
+            }
+            Ok(r) => {
+                tracing::debug!(error = ?r.get_ref().error, "registration refused; retrying");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "registration failed; retrying");
+                false
+            }
+        }
+    } else {
+        let version = metadata.borrow().version;
+        let req = pb::BrokerHeartbeatRequest {
+            broker_id: config.broker_id,
+            incarnation: config.incarnation,
+            metadata_version: version,
+        };
+        match client.broker_heartbeat(req).await {
+            Ok(r) if r.get_ref().error.is_none() => {
+                let r = r.into_inner();
+                if r.should_register {
+                    tracing::info!("controller asked the broker to register again");
+                    status.registered = false;
+                }
+                status.fenced = r.fenced;
+                true
+            }
+            Ok(r) => {
+                tracing::debug!(error = ?r.get_ref().error, "heartbeat refused");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "heartbeat failed");
+                false
+            }
+        }
+    }
 }

@@ -6,6 +6,13 @@
 //! deletes the logs of partitions it no longer holds. Alongside, it asks the controller to
 //! shrink the ISR of partitions it leads when a follower lags longer than
 //! `replica.lag.time.max.ms`, and runs log upkeep (flush.ms, retention, checkpoints).
+//!
+//! It acts only for this process's own registration: until the metadata shows this broker
+//! registered with its current incarnation, it opens no log and neither leads nor follows
+//! anything. A restarted broker's local metadata still names it leader of its old epochs; the
+//! registration of the new incarnation fences the old one and moves those leaderships on, so
+//! waiting for it means a restarted broker never serves as leader of an epoch it may have lost
+//! records of (Kafka's broker epochs).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,6 +47,9 @@ pub struct BrokerConfig {
     /// Largest window of disk blocks reserved ahead of an active segment
     /// (`LogConfig::preallocate_bytes`; 0: off). Default 256 MiB.
     pub log_preallocate_bytes: u64,
+    /// This process's incarnation, as the broker registers it (see
+    /// [`crate::lifecycle::new_incarnation`]): the manager acts only once the metadata shows it.
+    pub incarnation: u64,
 }
 
 /// Topic configs over this broker's log settings as a log config (keys were validated by the
@@ -269,12 +279,28 @@ impl ReplicaManager {
         }
     }
 
-    /// Brings the local replicas in line with `state`.
+    /// Whether `state` shows this broker registered with this process's incarnation.
+    fn registered_in(&self, state: &MetadataState) -> bool {
+        state
+            .brokers
+            .get(&self.config.broker_id)
+            .is_some_and(|b| b.incarnation == self.config.incarnation)
+    }
+
+    /// Brings the local replicas in line with `state` — once `state` shows this process's
+    /// registration (see the module docs); before that, nothing.
     async fn apply_metadata(
         self: &Arc<Self>,
         state: &MetadataState,
         shutdown: &watch::Receiver<bool>,
     ) {
+        if !self.registered_in(state) {
+            tracing::debug!(
+                version = state.version,
+                "metadata does not show this broker's registration yet; not acting on it"
+            );
+            return;
+        }
         let me = self.config.broker_id;
         let mut wanted = Vec::new();
         for (name, topic) in &state.topics {
@@ -351,13 +377,22 @@ impl ReplicaManager {
             match info.leader {
                 Some(leader) if leader == me => {
                     self.stop_fetcher(&key);
-                    part.make_leader(
-                        info.leader_epoch,
-                        info.partition_epoch,
-                        &info.replicas,
-                        &info.isr,
-                        min_insync,
-                    );
+                    let (epoch, partition_epoch) = (info.leader_epoch, info.partition_epoch);
+                    let (replicas, isr) = (info.replicas.clone(), info.isr.clone());
+                    let leading = Arc::clone(&part);
+                    let made = tokio::task::spawn_blocking(move || {
+                        leading.make_leader(epoch, partition_epoch, &replicas, &isr, min_insync)
+                    })
+                    .await;
+                    match made {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(topic = %key.0, partition = key.1, epoch, error = %e, "cannot become leader")
+                        }
+                        Err(e) => {
+                            tracing::error!(topic = %key.0, partition = key.1, error = %e, "becoming leader panicked")
+                        }
+                    }
                 }
                 leader => {
                     let changed = part.make_follower(leader, info.leader_epoch);

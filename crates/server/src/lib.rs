@@ -68,21 +68,36 @@ impl Node {
         tracing::info!(addr = %meta.local_addr(), "controller listener up");
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let incarnation = lifecycle::new_incarnation();
         let broker = config.roles.broker.then(|| {
+            let raft = meta.raft().clone();
+            let leader_hint: lifecycle::LeaderHint = Arc::new(move || {
+                let metrics = raft.metrics();
+                let m = metrics.borrow();
+                let leader = m.current_leader?;
+                let node = m.membership_config.membership().get_node(&leader)?;
+                Some(node.addr.clone())
+            });
             lifecycle::spawn(
                 LifecycleConfig {
                     broker_id: config.node_id,
+                    incarnation,
                     advertised: config.advertised.clone(),
                     rack: config.rack.clone(),
                     controllers: config.quorum.iter().map(|(_, a)| a.clone()).collect(),
                     heartbeat_interval: config.heartbeat,
+                    // Well below the session timeout: a beat that hangs on one controller
+                    // still has time to reach another (see weir_broker::lifecycle).
+                    request_timeout: (config.session_timeout / 3)
+                        .clamp(Duration::from_millis(100), Duration::from_secs(1)),
+                    leader_hint,
                 },
                 meta.subscribe(),
                 shutdown_rx.clone(),
             )
         });
         let data_path = match config.roles.broker {
-            true => Some(start_broker(&config, &meta, shutdown_rx.clone()).await?),
+            true => Some(start_broker(&config, &meta, incarnation, shutdown_rx.clone()).await?),
             false => None,
         };
         let probe = http::Probe {
@@ -133,6 +148,7 @@ const MAX_FRAME_SIZE: u32 = 1 << 20;
 async fn start_broker(
     config: &ServerConfig,
     meta: &MetaNode,
+    incarnation: u64,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(JoinHandle<()>, JoinHandle<()>), StartError> {
     let manager = ReplicaManager::new(
@@ -142,6 +158,7 @@ async fn start_broker(
             replica_lag_time_max: config.replica_lag_time_max,
             log_preallocate_bytes: config.log_preallocate_bytes,
             controllers: config.quorum.iter().map(|(_, a)| a.clone()).collect(),
+            incarnation,
         },
         meta.subscribe(),
         {

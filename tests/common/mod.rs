@@ -3,6 +3,8 @@
 //! when the cluster is dropped, also when a test fails.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod workload;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -221,6 +223,14 @@ impl Cluster {
         let node = self.node(id);
         assert!(node.child.is_none(), "stop node {id} before wiping it");
         let _ = std::fs::remove_dir_all(&node.data_dir);
+    }
+
+    /// Removes a (stopped) node's partition logs but keeps its metadata store: a broker that
+    /// lost its disk of data while its controller identity survived.
+    pub fn wipe_logs(&mut self, id: u64) {
+        let node = self.node(id);
+        assert!(node.child.is_none(), "stop node {id} before wiping it");
+        let _ = std::fs::remove_dir_all(node.data_dir.join("logs"));
     }
 
     /// The tail of a node's log, for failure messages.

@@ -269,6 +269,7 @@ async fn a_replica_cannot_claim_records_it_does_not_have() {
                 fetch_offset,
                 max_bytes: 1 << 20,
                 max_wait_ms: 100,
+                replica_epoch: 0,
             };
             let mut answers = client
                 .replica_fetch(tokio_stream::iter([req]))

@@ -272,7 +272,7 @@ impl Workload {
             }
             assert!(
                 Instant::now() < deadline,
-                "the cluster did not heal within {timeout:?}: not every partition has a leader and a full ISR"
+                "the cluster did not heal within {timeout:?}: not every partition has a leader, a full ISR and a high watermark at its log end"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
@@ -557,6 +557,8 @@ pub async fn partition_states(
     None
 }
 
+/// The partition's high watermark on `leader`, once it has reached the log end (every
+/// replica in the ISR has everything; the workload has stopped, so this is where it settles).
 async fn high_watermark(leader: &str, topic: &str, partition: u32) -> Option<i64> {
     let mut client = broker_client_at(leader);
     let r = tokio::time::timeout(
@@ -570,7 +572,8 @@ async fn high_watermark(leader: &str, topic: &str, partition: u32) -> Option<i64
     .ok()?
     .into_inner();
     let p = r.partitions.iter().find(|p| p.partition == partition)?;
-    (p.error.is_none() && p.high_watermark >= 0).then_some(p.high_watermark)
+    (p.error.is_none() && p.high_watermark >= 0 && p.high_watermark == p.log_end_offset)
+        .then_some(p.high_watermark)
 }
 
 /// Every record of `[0, hw)` read from `leader` through one Fetch stream (bounded: 60 s).

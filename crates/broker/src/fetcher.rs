@@ -217,6 +217,7 @@ async fn session(
         fetch_offset,
         max_bytes: FETCH_MAX_BYTES,
         max_wait_ms: FETCH_MAX_WAIT_MS,
+        replica_epoch: manager.broker_epoch(),
     };
     tx.send(position(part.view().log_end))
         .await

@@ -279,6 +279,16 @@ impl ReplicaManager {
         }
     }
 
+    /// This broker's epoch (its current registration), once the metadata shows it; 0 before.
+    pub fn broker_epoch(&self) -> u64 {
+        let state = self.metadata.borrow();
+        state
+            .brokers
+            .get(&self.config.broker_id)
+            .filter(|b| b.incarnation == self.config.incarnation)
+            .map_or(0, |b| b.epoch)
+    }
+
     /// Whether `state` shows this broker registered with this process's incarnation.
     fn registered_in(&self, state: &MetadataState) -> bool {
         state
@@ -490,6 +500,14 @@ impl ReplicaManager {
                 leader_epoch: change.leader_epoch,
                 partition_epoch: change.partition_epoch,
                 isr: change.isr.clone(),
+                added: change
+                    .added
+                    .iter()
+                    .map(|(id, epoch)| cpb::BrokerEpoch {
+                        id: *id,
+                        epoch: *epoch,
+                    })
+                    .collect(),
             };
             let result =
                 tokio::time::timeout(Duration::from_secs(5), client.alter_partition(req)).await;

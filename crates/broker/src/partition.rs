@@ -111,6 +111,8 @@ pub struct IsrChange {
     pub partition_epoch: i32,
     /// The ISR it wants.
     pub isr: Vec<NodeId>,
+    /// The members it adds, with the broker epoch each fetched with (KIP-903).
+    pub added: Vec<(NodeId, u64)>,
 }
 
 /// One partition replica.
@@ -458,6 +460,7 @@ impl Partition {
         replica: NodeId,
         epoch: i32,
         fetch_offset: i64,
+        replica_epoch: u64,
     ) -> Result<Option<IsrChange>, BrokerError> {
         let mut state = lock(&self.state);
         let hw = state.high_watermark;
@@ -514,6 +517,7 @@ impl Partition {
                 leader_epoch: l.epoch,
                 partition_epoch: l.partition_epoch,
                 isr,
+                added: vec![(replica, replica_epoch)],
             }
         });
         self.publish(&mut state);
@@ -565,6 +569,7 @@ impl Partition {
             leader_epoch: l.epoch,
             partition_epoch: l.partition_epoch,
             isr,
+            added: Vec::new(),
         })
     }
 

@@ -728,7 +728,12 @@ async fn replica_session(
             let _ = tx.send(Ok(replica_error(&e, part.view().log_start))).await;
             return;
         }
-        match part.record_follower_fetch(replica, request.leader_epoch, request.fetch_offset) {
+        match part.record_follower_fetch(
+            replica,
+            request.leader_epoch,
+            request.fetch_offset,
+            request.replica_epoch,
+        ) {
             Ok(Some(change)) => manager.request_isr_change(Arc::clone(&part), change),
             Ok(None) => {}
             Err(e) => {

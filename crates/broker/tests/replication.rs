@@ -171,12 +171,12 @@ fn a_replica_cannot_claim_records_the_leader_does_not_have() {
     p.make_leader(1, 1, &[1, 2, 3], &[1, 2], 2).unwrap();
     p.append_as_leader(batch("a", 10), true).unwrap();
     assert_eq!(p.view().high_watermark, 0);
-    let err = p.record_follower_fetch(2, 1, 1_000_000).unwrap_err();
+    let err = p.record_follower_fetch(2, 1, 1_000_000, 7).unwrap_err();
     assert_eq!(err.code, ErrorCode::OffsetOutOfRange);
-    let err = p.record_follower_fetch(2, 1, -1).unwrap_err();
+    let err = p.record_follower_fetch(2, 1, -1, 7).unwrap_err();
     assert_eq!(err.code, ErrorCode::OffsetOutOfRange);
     assert_eq!(p.view().high_watermark, 0, "a refused claim moves nothing");
-    p.record_follower_fetch(2, 1, 10).unwrap();
+    p.record_follower_fetch(2, 1, 10, 7).unwrap();
     assert_eq!(p.view().high_watermark, 10);
 }
 
@@ -187,17 +187,23 @@ fn the_high_watermark_counts_a_pending_isr_member() {
     let (_d, p) = replica(1);
     p.make_leader(1, 1, &[1, 2, 3], &[1, 2], 1).unwrap();
     p.append_as_leader(batch("a", 10), false).unwrap();
-    p.record_follower_fetch(2, 1, 10).unwrap();
-    let change = p.record_follower_fetch(3, 1, 10).unwrap();
-    assert_eq!(change.map(|c| c.isr), Some(vec![1, 2, 3]), "3 caught up");
+    p.record_follower_fetch(2, 1, 10, 7).unwrap();
+    let change = p.record_follower_fetch(3, 1, 10, 7).unwrap();
+    let change = change.expect("3 caught up");
+    assert_eq!(change.isr, vec![1, 2, 3]);
+    assert_eq!(
+        change.added,
+        vec![(3, 7)],
+        "with the broker epoch it fetched with"
+    );
     p.append_as_leader(batch("b", 10), false).unwrap();
-    p.record_follower_fetch(2, 1, 20).unwrap();
+    p.record_follower_fetch(2, 1, 20, 7).unwrap();
     assert_eq!(
         p.view().high_watermark,
         10,
         "broker 3 may be elected as soon as the controller commits it: it holds the HW"
     );
-    p.record_follower_fetch(3, 1, 20).unwrap();
+    p.record_follower_fetch(3, 1, 20, 7).unwrap();
     assert_eq!(p.view().high_watermark, 20);
 }
 
@@ -209,17 +215,17 @@ async fn a_follower_joins_the_isr_only_inside_the_leaders_epoch() {
     lead_and_append(&p, 1, 1, "a", 5);
     // Broker 2 stays in the ISR but never fetches: the HW stays at 5 from here on.
     p.make_leader(2, 2, &[1, 2, 3], &[1, 2], 1).unwrap();
-    p.record_follower_fetch(2, 2, 5).unwrap();
+    p.record_follower_fetch(2, 2, 5, 7).unwrap();
     p.append_as_leader(batch("b", 5), false).unwrap();
     p.make_follower(Some(2), 3);
     p.make_leader(4, 4, &[1, 2, 3], &[1, 2], 1).unwrap();
     assert_eq!(p.view().high_watermark, 5);
     assert_eq!(p.view().log_end, 10);
-    let change = p.record_follower_fetch(3, 4, 7).unwrap();
+    let change = p.record_follower_fetch(3, 4, 7, 7).unwrap();
     assert!(
         change.is_none(),
         "7 is past the HW but before epoch 4 starts at 10"
     );
-    let change = p.record_follower_fetch(3, 4, 10).unwrap();
+    let change = p.record_follower_fetch(3, 4, 10, 7).unwrap();
     assert_eq!(change.map(|c| c.isr), Some(vec![1, 2, 3]));
 }

@@ -70,6 +70,11 @@ pub enum Command {
         partition_epoch: i32,
         /// The new in-sync replica set.
         isr: Vec<NodeId>,
+        /// Each member the change adds, with the broker epoch (registration) it fetched with
+        /// (KIP-903): refused unless that is the broker's current registration, so an
+        /// expansion computed from a broker's previous incarnation cannot re-add it after it
+        /// restarted (perhaps with an empty disk).
+        added: Vec<(NodeId, u64)>,
     },
     /// Elects a leader for a partition from its live ISR (preferred replica first); with
     /// `unclean`, from any live replica when no ISR member is alive.
@@ -155,6 +160,16 @@ pub enum MetaError {
         /// Partition.
         partition: u32,
     },
+    /// An ISR change names a broker epoch that is not the broker's current registration.
+    #[error("broker {broker} fetched with broker epoch {given}, but its registration is epoch {current}: the change was computed from an earlier incarnation")]
+    StaleBrokerEpoch {
+        /// The broker.
+        broker: NodeId,
+        /// The epoch the change carries.
+        given: u64,
+        /// Its current registration's epoch.
+        current: u64,
+    },
 }
 
 impl MetaError {
@@ -174,6 +189,7 @@ impl MetaError {
             MetaError::StalePartition { .. } => C::FencedLeaderEpoch,
             MetaError::InvalidRequest(_) => C::InvalidRequest,
             MetaError::NoEligibleLeader { .. } => C::NotLeaderOrFollower,
+            MetaError::StaleBrokerEpoch { .. } => C::StaleBrokerEpoch,
         };
         code as i32
     }

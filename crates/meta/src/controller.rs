@@ -615,6 +615,7 @@ impl pb::controller_server::Controller for ControllerService {
                 leader_epoch: req.leader_epoch,
                 partition_epoch: req.partition_epoch,
                 isr: req.isr,
+                added: req.added.iter().map(|b| (b.id, b.epoch)).collect(),
             })
             .await;
         let state = self.inner.state.current();

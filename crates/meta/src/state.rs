@@ -202,8 +202,19 @@ impl MetadataState {
                 leader_epoch,
                 partition_epoch,
                 isr,
+                added,
             } => {
                 let live = self.live_ids();
+                for (broker, given) in added {
+                    let current = self.brokers.get(broker).map_or(0, |b| b.epoch);
+                    if current != *given {
+                        return Err(MetaError::StaleBrokerEpoch {
+                            broker: *broker,
+                            given: *given,
+                            current,
+                        });
+                    }
+                }
                 let p = self.partition_mut(topic, *partition)?;
                 let stale = |reason: String| MetaError::StalePartition {
                     topic: topic.clone(),
@@ -554,11 +565,62 @@ mod tests {
             leader_epoch: p.leader_epoch,
             partition_epoch: pe,
             isr: shrink.clone(),
+            added: vec![],
         };
         s.apply(s.version + 1, &cmd(p.partition_epoch)).unwrap();
         assert_eq!(s.topics["t"].partitions[0].isr, shrink);
         let err = s.apply(s.version + 1, &cmd(p.partition_epoch)).unwrap_err();
         assert!(matches!(err, MetaError::StalePartition { .. }), "{err}");
+    }
+
+    /// KIP-903: a leader saw broker 3 fetch in its first incarnation; broker 3 restarts (a new
+    /// registration, perhaps with an empty disk), catches up its metadata and is unfenced. The
+    /// expansion computed from the old incarnation's fetch must not put it back in the ISR.
+    #[test]
+    fn an_isr_expansion_from_a_previous_incarnation_is_refused() {
+        let mut s = cluster(&[(1, None), (2, None), (3, None)]);
+        create(&mut s, "t", 1, 3);
+        let p = s.topics["t"].partitions[0].clone();
+        let leader = p.leader.unwrap();
+        let follower = *p.replicas.iter().find(|r| **r != leader).unwrap();
+        let old_epoch = s.brokers[&follower].epoch;
+        let shrink = Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: p.isr.iter().copied().filter(|r| *r != follower).collect(),
+            added: vec![],
+        };
+        s.apply(s.version + 1, &shrink).unwrap();
+        let reregister = Command::RegisterBroker {
+            id: follower,
+            address: "x".into(),
+            rack: None,
+            incarnation: 4242,
+        };
+        s.apply(s.version + 1, &reregister).unwrap();
+        s.apply(s.version + 1, &Command::UnfenceBroker { id: follower })
+            .unwrap();
+        let p = s.topics["t"].partitions[0].clone();
+        let mut isr = p.isr.clone();
+        isr.push(follower);
+        let expand = |epoch| Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: isr.clone(),
+            added: vec![(follower, epoch)],
+        };
+        let err = s.apply(s.version + 1, &expand(old_epoch)).unwrap_err();
+        assert!(matches!(err, MetaError::StaleBrokerEpoch { .. }), "{err}");
+        assert!(!s.topics["t"].partitions[0].isr.contains(&follower));
+        let current = s.brokers[&follower].epoch;
+        s.apply(s.version + 1, &expand(current)).unwrap();
+        assert!(s.topics["t"].partitions[0].isr.contains(&follower));
     }
 
     #[test]

@@ -120,6 +120,21 @@ async fn served_again(cluster: &mut Cluster, w: &Workload, after: &str) {
 
 async fn finish(mut cluster: Cluster, mut w: Workload, name: &str, seed: u64) {
     let report = w.check(&mut cluster, 3, Duration::from_secs(60)).await;
+    if report.anomalies() > 0 {
+        // What each node did with leadership and its logs, to read beside the history.
+        let words = [
+            "becoming",
+            "truncat",
+            "fenc",
+            "registered",
+            "ISR",
+            "controller leader",
+            "panicked",
+        ];
+        for n in 1..=cluster.nodes.len() as u64 {
+            println!("--- node {n}\n{}", cluster.log_lines(n, &words));
+        }
+    }
     assert_clean(&w, &report, name, seed);
 }
 

@@ -240,6 +240,33 @@ impl Cluster {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// The lines of a node's log that contain any of `words` (ANSI colours removed), for
+    /// failure reports.
+    pub fn log_lines(&mut self, id: u64, words: &[&str]) -> String {
+        let text = std::fs::read_to_string(&self.node(id).log).unwrap_or_default();
+        let mut out = String::new();
+        for line in text.lines() {
+            let mut plain = String::with_capacity(line.len());
+            let mut chars = line.chars();
+            while let Some(c) = chars.next() {
+                if c == '\u{1b}' {
+                    for c in chars.by_ref() {
+                        if c == 'm' {
+                            break;
+                        }
+                    }
+                } else {
+                    plain.push(c);
+                }
+            }
+            if words.iter().any(|w| plain.contains(w)) {
+                out.push_str(&plain);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// Panic messages in a node's log (with the lines after them), for failure messages.
     pub fn log_panics(&mut self, id: u64) -> String {
         let text = std::fs::read_to_string(&self.node(id).log).unwrap_or_default();

@@ -5,16 +5,16 @@
 //! - [`lifecycle`]: registration and heartbeats with the controller quorum.
 //! - [`manager`]: the partitions this broker holds, kept in step with the metadata log.
 //! - [`partition`]: one replica — its log, leader/follower role, ISR and high watermark.
-//! - [`fetcher`]: a follower's replication from its leader (truncate, then fetch).
-//! - [`service`]: the gRPC services; [`convert`]: plain protobuf records ↔ batches.
+//! - [`replication`]: the leader's and the follower's sides of replication, and ISR changes.
+//! - [`service`]: the client gRPC service; [`convert`]: plain protobuf records ↔ batches.
 //! - [`error`]: the broker's error and its wire codes.
 
 pub mod convert;
 pub mod error;
-pub mod fetcher;
 pub mod lifecycle;
 pub mod manager;
 pub mod partition;
+pub mod replication;
 pub mod service;
 
 pub use error::BrokerError;

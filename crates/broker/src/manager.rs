@@ -25,12 +25,11 @@ use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 use weir_meta::topic_config::MIN_INSYNC_REPLICAS;
 use weir_meta::{MetadataState, NodeId, TopicInfo};
-use weir_proto::controller::v1 as cpb;
 use weir_proto::controller::v1::controller_client::ControllerClient;
 use weir_storage::LogConfig;
 
-use crate::fetcher;
-use crate::partition::{IsrChange, Partition};
+use crate::partition::Partition;
+use crate::replication::{follower, isr};
 
 /// Broker settings.
 #[derive(Debug, Clone)]
@@ -189,6 +188,11 @@ impl ReplicaManager {
         Some(channel)
     }
 
+    /// `replica.lag.time.max.ms`.
+    pub fn replica_lag_time_max(&self) -> Duration {
+        self.config.replica_lag_time_max
+    }
+
     /// How many controllers the broker knows.
     pub fn controller_count(&self) -> usize {
         self.config.controllers.len()
@@ -228,7 +232,7 @@ impl ReplicaManager {
                     let state = metadata.borrow_and_update().clone();
                     self.apply_metadata(&state, &shutdown).await;
                 }
-                _ = isr_check.tick() => self.check_isr(),
+                _ = isr_check.tick() => isr::check_shrink(&self),
                 _ = upkeep.tick() => {
                     let checkpoint = last_checkpoint.elapsed() >= Duration::from_secs(30);
                     if checkpoint { last_checkpoint = Instant::now(); }
@@ -412,7 +416,7 @@ impl ReplicaManager {
                     if changed || (leader.is_some() && !running) {
                         self.stop_fetcher(&key);
                         if let Some(leader) = leader {
-                            let task = tokio::spawn(fetcher::run(
+                            let task = tokio::spawn(follower::run(
                                 Arc::clone(self),
                                 Arc::clone(&part),
                                 leader,
@@ -471,59 +475,5 @@ impl ReplicaManager {
                 None
             }
         }
-    }
-
-    /// Asks the controller to shrink the ISR of led partitions whose followers lag.
-    fn check_isr(self: &Arc<Self>) {
-        for part in self.all_partitions() {
-            if let Some(change) = part.isr_shrink(self.config.replica_lag_time_max) {
-                tracing::info!(topic = %part.topic, partition = part.index, isr = ?change.isr, "shrinking ISR");
-                self.request_isr_change(part, change);
-            }
-        }
-    }
-
-    /// Sends an ISR change to the controller in the background; the partition adopts the
-    /// answer.
-    pub fn request_isr_change(self: &Arc<Self>, part: Arc<Partition>, change: IsrChange) {
-        let me = self.config.broker_id;
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let Some(mut client) = this.controller() else {
-                part.isr_change_done(None);
-                return;
-            };
-            let req = cpb::AlterPartitionRequest {
-                topic: part.topic.clone(),
-                partition: part.index,
-                leader: me,
-                leader_epoch: change.leader_epoch,
-                partition_epoch: change.partition_epoch,
-                isr: change.isr.clone(),
-                added: change
-                    .added
-                    .iter()
-                    .map(|(id, epoch)| cpb::BrokerEpoch {
-                        id: *id,
-                        epoch: *epoch,
-                    })
-                    .collect(),
-            };
-            let result =
-                tokio::time::timeout(Duration::from_secs(5), client.alter_partition(req)).await;
-            match result {
-                Ok(Ok(r)) => {
-                    let r = r.into_inner();
-                    if let Some(e) = &r.error {
-                        tracing::info!(topic = %part.topic, partition = part.index, error = %e.message, "ISR change refused");
-                    }
-                    let adopted = r
-                        .partition
-                        .map(|p| (p.leader_epoch, p.partition_epoch, p.isr));
-                    part.isr_change_done(adopted);
-                }
-                _ => part.isr_change_done(None),
-            }
-        });
     }
 }

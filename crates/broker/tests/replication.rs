@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use weir_broker::fetcher::{self, truncation_point, FetchError};
 use weir_broker::partition::Partition;
+use weir_broker::replication::follower::{self as fetcher, truncation_point, FetchError};
 use weir_proto::common::v1::ErrorCode;
 use weir_storage::batch::{Batches, Record};
 use weir_storage::{BatchBuilder, Compression, LogConfig};

@@ -1,4 +1,4 @@
-//! A follower's replication of one partition from its leader.
+//! The follower's side of replication: one partition, from its leader.
 //!
 //! 1. Reconcile with the leader (Kafka's OffsetForLeaderEpoch, KIP-101/279): ask where this
 //!    replica's latest epoch ended on the leader, truncate to min(the leader's end offset, this
@@ -68,7 +68,7 @@ pub enum FetchError {
     /// The leader knows no epoch at or below the one asked: nothing to reconcile against yet.
     #[error("the leader knows no epoch at or below {0}")]
     UndefinedEpoch(i32),
-    /// Reconciliation did not converge within [`MAX_RECONCILE_ROUNDS`].
+    /// Reconciliation did not converge within a bounded number of rounds (64).
     #[error("epochs still disagree after {0} rounds of OffsetForLeaderEpoch")]
     NoAgreement(usize),
     /// The local partition refused the change (role changed, log offline, bad batch).

@@ -1,0 +1,205 @@
+//! The leader's side of replication: the `Replication` gRPC service — each follower's
+//! ReplicaFetch session (its positions checked, recorded, answered with the batches after
+//! them and the high watermark) and OffsetForLeaderEpoch, which a follower reconciles with
+//! before it fetches ([`super::follower`]).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use weir_proto::broker::v1 as pb;
+use weir_proto::common::v1::ErrorCode;
+
+use crate::error::BrokerError;
+use crate::manager::ReplicaManager;
+use crate::replication::isr;
+use crate::service::BrokerService;
+
+type ReplicaStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaFetchResponse, Status>> + Send>>;
+
+fn replica_error(e: &BrokerError, log_start: i64) -> pb::ReplicaFetchResponse {
+    pb::ReplicaFetchResponse {
+        error: Some(e.to_wire()),
+        log_start_offset: log_start,
+        ..Default::default()
+    }
+}
+
+/// Whether `replica` may fetch as a follower now: a registered broker that the controller has
+/// not fenced. (Whether it is a replica of the partition is checked by the partition.) Until
+/// brokers authenticate, this is what keeps a stray client from posing as a known follower;
+/// the positions it claims are checked against the leader's log either way.
+fn check_replica(manager: &ReplicaManager, replica: u64) -> Result<(), BrokerError> {
+    let state = manager.metadata();
+    match state.brokers.get(&replica) {
+        Some(b) if !b.fenced => Ok(()),
+        Some(_) => Err(BrokerError::new(
+            ErrorCode::BrokerNotAvailable,
+            format!(
+                "broker {replica} is fenced; it may fetch again once the controller unfences it"
+            ),
+        )),
+        None => Err(BrokerError::new(
+            ErrorCode::BrokerNotAvailable,
+            format!("broker {replica} is not registered"),
+        )),
+    }
+}
+
+/// The leader's side of one follower's fetch session.
+async fn replica_session(
+    manager: Arc<ReplicaManager>,
+    mut inbound: Streaming<pb::ReplicaFetchRequest>,
+    tx: mpsc::Sender<Result<pb::ReplicaFetchResponse, Status>>,
+) {
+    let Ok(Some(first)) = inbound.message().await else {
+        return;
+    };
+    let Some(part) = manager.partition(&first.topic, first.partition) else {
+        let e = BrokerError::unknown(&first.topic, first.partition);
+        let _ = tx.send(Ok(replica_error(&e, -1))).await;
+        return;
+    };
+    let replica = first.replica_id;
+    let mut request = first;
+    let mut views = part.subscribe();
+    loop {
+        if let Err(e) = check_replica(&manager, replica) {
+            let _ = tx.send(Ok(replica_error(&e, part.view().log_start))).await;
+            return;
+        }
+        match part.record_follower_fetch(
+            replica,
+            request.leader_epoch,
+            request.fetch_offset,
+            request.replica_epoch,
+        ) {
+            Ok(Some(change)) => isr::request_change(&manager, Arc::clone(&part), change),
+            Ok(None) => {}
+            Err(e) => {
+                let _ = tx.send(Ok(replica_error(&e, part.view().log_start))).await;
+                return;
+            }
+        }
+        let offset = request.fetch_offset;
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(u64::from(request.max_wait_ms.clamp(1, 5000)));
+        loop {
+            let view = *views.borrow_and_update();
+            if !view.leading {
+                let e = BrokerError::not_leader(&part.topic, part.index, None);
+                let _ = tx.send(Ok(replica_error(&e, view.log_start))).await;
+                return;
+            }
+            if offset < view.log_start || offset > view.log_end {
+                let e = BrokerError::new(
+                    ErrorCode::OffsetOutOfRange,
+                    format!(
+                        "replica offset {offset} is outside the leader's [{}, {}]",
+                        view.log_start, view.log_end
+                    ),
+                );
+                let _ = tx.send(Ok(replica_error(&e, view.log_start))).await;
+                return;
+            }
+            if view.log_end > offset {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, views.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => break,
+            }
+        }
+        let view = part.view();
+        let max_bytes = (request.max_bytes as usize).clamp(1, 64 * 1024 * 1024);
+        let batches = if view.log_end > offset {
+            match part.read(offset, max_bytes, i64::MAX) {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx.send(Ok(replica_error(&e, view.log_start))).await;
+                    return;
+                }
+            }
+        } else {
+            Bytes::new()
+        };
+        part.record_answer(replica, view.log_end);
+        let response = pb::ReplicaFetchResponse {
+            error: None,
+            batches,
+            high_watermark: view.high_watermark,
+            log_start_offset: view.log_start,
+        };
+        if tx.send(Ok(response)).await.is_err() {
+            return;
+        }
+        request = match inbound.message().await {
+            Ok(Some(next)) => next,
+            _ => return,
+        };
+    }
+}
+
+#[tonic::async_trait]
+impl pb::replication_server::Replication for BrokerService {
+    type ReplicaFetchStream = ReplicaStream;
+
+    async fn replica_fetch(
+        &self,
+        req: Request<Streaming<pb::ReplicaFetchRequest>>,
+    ) -> Result<Response<Self::ReplicaFetchStream>, Status> {
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(replica_session(
+            Arc::clone(self.manager()),
+            req.into_inner(),
+            tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn offset_for_leader_epoch(
+        &self,
+        req: Request<pb::OffsetForLeaderEpochRequest>,
+    ) -> Result<Response<pb::OffsetForLeaderEpochResponse>, Status> {
+        let req = req.into_inner();
+        let result = self.leader(&req.topic, req.partition).and_then(|part| {
+            let current = part.leader_epoch().unwrap_or(-1);
+            if req.current_leader_epoch != current {
+                let code = if req.current_leader_epoch < current {
+                    ErrorCode::FencedLeaderEpoch
+                } else {
+                    ErrorCode::UnknownLeaderEpoch
+                };
+                return Err(BrokerError::new(
+                    code,
+                    format!(
+                        "leader epoch {} asked, current {current}",
+                        req.current_leader_epoch
+                    ),
+                ));
+            }
+            Ok(part
+                .end_offset_for_epoch(req.leader_epoch)
+                .unwrap_or((-1, -1)))
+        });
+        let response = match result {
+            Ok((leader_epoch, end_offset)) => pb::OffsetForLeaderEpochResponse {
+                error: None,
+                leader_epoch,
+                end_offset,
+            },
+            Err(e) => pb::OffsetForLeaderEpochResponse {
+                error: Some(e.to_wire()),
+                leader_epoch: -1,
+                end_offset: -1,
+            },
+        };
+        Ok(Response::new(response))
+    }
+}

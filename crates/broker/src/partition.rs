@@ -127,7 +127,17 @@ pub struct Partition {
     log: RwLock<PartitionLog>,
     state: Mutex<State>,
     view: watch::Sender<View>,
+    /// The HW last written to [`HIGH_WATERMARK_FILE`], and when.
+    checkpointed_hw: Mutex<(i64, Instant)>,
 }
+
+/// The high-watermark checkpoint in the partition directory (Kafka keeps one
+/// `replication-offset-checkpoint` per log directory; one small file per partition is the same
+/// promise): where a restarted replica's high watermark starts, instead of the log start.
+pub const HIGH_WATERMARK_FILE: &str = "high-watermark-checkpoint";
+/// How often upkeep writes a moved HW (Kafka's `replica.high.watermark.checkpoint.interval.ms`
+/// default): at most one small fsync per partition per interval.
+const HIGH_WATERMARK_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Appends slower than this are logged (a warning with where the time went).
 const SLOW_APPEND: Duration = Duration::from_millis(50);
@@ -172,9 +182,14 @@ impl Partition {
         config: LogConfig,
     ) -> Result<Self, BrokerError> {
         let log = PartitionLog::open(dir, config)?;
+        // The checkpointed HW, within what recovery kept: a restarted leader does not start
+        // from the log start (consumers would see nothing until every follower fetched).
+        let high_watermark = weir_storage::checkpoint::read_i64(dir, HIGH_WATERMARK_FILE)
+            .unwrap_or(0)
+            .clamp(log.log_start_offset(), log.log_end_offset());
         let view = View {
             log_end: log.log_end_offset(),
-            high_watermark: log.log_start_offset(),
+            high_watermark,
             log_start: log.log_start_offset(),
             leader_epoch: -1,
             leading: false,
@@ -192,6 +207,7 @@ impl Partition {
                 high_watermark: view.high_watermark,
                 min_insync: 1,
             }),
+            checkpointed_hw: Mutex::new((high_watermark, Instant::now())),
             log: RwLock::new(log),
             view: watch::channel(view).0,
         })
@@ -661,7 +677,7 @@ impl Partition {
     }
 
     /// Appends batches fetched from `leader` in `epoch`, and adopts the leader's HW (capped by
-    /// the local LEO), if the replica still follows it (see [`Self::lock_following`]).
+    /// the local LEO), if the replica still follows it (checked under the partition's lock).
     /// Blocking.
     pub fn append_as_follower(
         &self,
@@ -759,11 +775,40 @@ impl Partition {
         }
         let mut state = lock(&self.state);
         self.publish(&mut state);
+        drop(state);
+        self.checkpoint_high_watermark(false)
+    }
+
+    /// Writes the HW to [`HIGH_WATERMARK_FILE`] (atomically, fsynced) if it moved since the
+    /// last write and, unless `force`, that write is 5 s old
+    /// (Kafka's `replica.high.watermark.checkpoint.interval.ms`). Upkeep calls it every second; closing the log forces it. The checkpoint may lag the
+    /// HW; it never passes it. Blocking.
+    pub fn checkpoint_high_watermark(&self, force: bool) -> Result<(), BrokerError> {
+        let hw = self.view().high_watermark;
+        let mut written = lock(&self.checkpointed_hw);
+        let due = force || written.1.elapsed() >= HIGH_WATERMARK_CHECKPOINT_INTERVAL;
+        if written.0 == hw || !due {
+            return Ok(());
+        }
+        let dir = self
+            .log
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .dir()
+            .to_owned();
+        weir_storage::checkpoint::write_atomic(
+            &dir,
+            HIGH_WATERMARK_FILE,
+            hw.to_string().as_bytes(),
+        )?;
+        *written = (hw, Instant::now());
         Ok(())
     }
 
-    /// Flushes and closes the log cleanly (clean-shutdown marker). Blocking.
+    /// Flushes and closes the log cleanly (clean-shutdown marker), with a last HW checkpoint.
+    /// Blocking.
     pub fn close(&self) -> Result<(), BrokerError> {
+        self.checkpoint_high_watermark(true)?;
         Ok(self
             .log
             .write()

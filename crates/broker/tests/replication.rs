@@ -229,3 +229,25 @@ async fn a_follower_joins_the_isr_only_inside_the_leaders_epoch() {
     let change = p.record_follower_fetch(3, 4, 10, 7).unwrap();
     assert_eq!(change.map(|c| c.isr), Some(vec![1, 2, 3]));
 }
+
+/// Issue 14 item 6: a restarted replica's HW starts at its checkpoint, not at the log start.
+#[test]
+fn the_high_watermark_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || Partition::open(dir.path(), "t", 0, "topic-id", 1, LogConfig::default()).unwrap();
+    let p = open();
+    p.make_leader(1, 1, &[1, 2], &[1, 2], 1).unwrap();
+    p.append_as_leader(batch("a", 10), false).unwrap();
+    p.record_follower_fetch(2, 1, 10, 7).unwrap();
+    assert_eq!(p.view().high_watermark, 10);
+    p.close().unwrap();
+    drop(p);
+    let p = open();
+    assert_eq!(p.view().high_watermark, 10);
+    p.make_leader(2, 2, &[1, 2], &[1, 2], 1).unwrap();
+    assert_eq!(
+        p.view().high_watermark,
+        10,
+        "a restarted leader serves what was committed before"
+    );
+}

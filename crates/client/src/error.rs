@@ -61,16 +61,7 @@ impl Error {
     /// lag, timeouts, too few in-sync replicas, no controller leader, unreachable brokers.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Error::Server { code, .. } => matches!(
-                code,
-                ErrorCode::NotLeaderOrFollower
-                    | ErrorCode::UnknownTopicOrPartition
-                    | ErrorCode::RequestTimedOut
-                    | ErrorCode::NotEnoughReplicas
-                    | ErrorCode::NotEnoughReplicasAfterAppend
-                    | ErrorCode::NotController
-                    | ErrorCode::KafkaStorageError
-            ),
+            Error::Server { code, .. } => code.is_retriable(),
             Error::Unavailable(_) | Error::Timeout(_) => true,
             _ => false,
         }
@@ -86,10 +77,8 @@ impl Error {
 
     /// Whether metadata should be refreshed before retrying.
     pub(crate) fn needs_metadata(&self) -> bool {
-        matches!(
-            self.code(),
-            Some(ErrorCode::NotLeaderOrFollower | ErrorCode::UnknownTopicOrPartition)
-        ) || matches!(self, Error::Unavailable(_) | Error::Timeout(_))
+        self.code().is_some_and(ErrorCode::is_stale_metadata)
+            || matches!(self, Error::Unavailable(_) | Error::Timeout(_))
     }
 }
 
@@ -143,6 +132,9 @@ mod tests {
             ErrorCode::NotEnoughReplicasAfterAppend,
             ErrorCode::NotController,
             ErrorCode::KafkaStorageError,
+            // A leader change the client has not seen yet: refresh metadata and retry.
+            ErrorCode::FencedLeaderEpoch,
+            ErrorCode::UnknownLeaderEpoch,
         ] {
             assert!(Error::server(code, "x").is_retriable(), "{code:?}");
         }

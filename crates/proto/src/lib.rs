@@ -10,6 +10,48 @@ pub mod common {
     /// Version 1 of the shared types (`weir.common.v1`).
     pub mod v1 {
         tonic::include_proto!("weir.common.v1");
+
+        impl ErrorCode {
+            /// Whether a request that failed with this code is worth another try, after a
+            /// metadata refresh where [`ErrorCode::is_stale_metadata`] says so. The one list
+            /// every client (the Rust client, the CLI, the examples) uses. As in Kafka: the
+            /// leader moved or is unknown (NOT_LEADER_OR_FOLLOWER, the leader-epoch errors, a
+            /// topic not yet known to every broker), the ISR is too small for now, the request
+            /// timed out, the controller moved, or the replica's disk failed (another replica
+            /// will lead).
+            pub fn is_retriable(self) -> bool {
+                matches!(
+                    self,
+                    ErrorCode::NotLeaderOrFollower
+                        | ErrorCode::UnknownTopicOrPartition
+                        | ErrorCode::RequestTimedOut
+                        | ErrorCode::NotEnoughReplicas
+                        | ErrorCode::NotEnoughReplicasAfterAppend
+                        | ErrorCode::NotController
+                        | ErrorCode::KafkaStorageError
+                        | ErrorCode::FencedLeaderEpoch
+                        | ErrorCode::UnknownLeaderEpoch
+                )
+            }
+
+            /// Whether the client's view of leaders is out of date: refresh metadata before the
+            /// retry.
+            pub fn is_stale_metadata(self) -> bool {
+                matches!(
+                    self,
+                    ErrorCode::NotLeaderOrFollower
+                        | ErrorCode::UnknownTopicOrPartition
+                        | ErrorCode::FencedLeaderEpoch
+                        | ErrorCode::UnknownLeaderEpoch
+                        | ErrorCode::KafkaStorageError
+                )
+            }
+
+            /// [`ErrorCode::is_retriable`] for a raw wire code; unknown codes are not.
+            pub fn is_retriable_code(code: i32) -> bool {
+                ErrorCode::try_from(code).is_ok_and(ErrorCode::is_retriable)
+            }
+        }
     }
 }
 

@@ -217,16 +217,7 @@ fn describe_error(error: &Option<PbError>) -> String {
 
 /// Produce errors worth another try: the batch was not appended, or may not have been.
 fn retriable(code: i32) -> bool {
-    [
-        ErrorCode::NotLeaderOrFollower,
-        ErrorCode::NotEnoughReplicas,
-        ErrorCode::NotEnoughReplicasAfterAppend,
-        ErrorCode::RequestTimedOut,
-        ErrorCode::UnknownTopicOrPartition,
-        ErrorCode::KafkaStorageError,
-    ]
-    .iter()
-    .any(|c| *c as i32 == code)
+    ErrorCode::is_retriable_code(code)
 }
 
 fn now_ms() -> u64 {

@@ -131,15 +131,7 @@ fn describe(error: &Option<PbError>) -> String {
 
 /// Errors worth another try against a fresh leader.
 fn retriable(code: i32) -> bool {
-    [
-        ErrorCode::NotLeaderOrFollower,
-        ErrorCode::NotEnoughReplicas,
-        ErrorCode::NotEnoughReplicasAfterAppend,
-        ErrorCode::RequestTimedOut,
-        ErrorCode::UnknownTopicOrPartition, // a new topic not yet known to every broker
-    ]
-    .iter()
-    .any(|c| *c as i32 == code)
+    ErrorCode::is_retriable_code(code)
 }
 
 /// A broker client for `addr`, connected.

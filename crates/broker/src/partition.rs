@@ -125,6 +125,10 @@ pub struct Partition {
     pub topic_id: String,
     broker_id: NodeId,
     log: RwLock<PartitionLog>,
+    /// Held for reading across a leader append (role check to write), for writing by a role
+    /// change: a replica never appends as leader once it has become a follower or moved to
+    /// another epoch (Kafka's leaderIsrUpdateLock). Lock order: role, state, log.
+    role: RwLock<()>,
     state: Mutex<State>,
     view: watch::Sender<View>,
     /// The HW last written to [`HIGH_WATERMARK_FILE`], and when.
@@ -209,6 +213,7 @@ impl Partition {
             }),
             checkpointed_hw: Mutex::new((high_watermark, Instant::now())),
             log: RwLock::new(log),
+            role: RwLock::new(()),
             view: watch::channel(view).0,
         })
     }
@@ -264,6 +269,7 @@ impl Partition {
         isr: &[NodeId],
         min_insync: usize,
     ) -> Result<(), BrokerError> {
+        let _role = self.role.write().unwrap_or_else(|e| e.into_inner());
         let mut state = lock(&self.state);
         state.min_insync = min_insync.max(1);
         match &mut state.role {
@@ -315,6 +321,8 @@ impl Partition {
     /// Becomes (or stays) a follower of `leader` in `epoch`. Returns whether anything changed
     /// (then the fetcher must restart: truncate and fetch from the new leader).
     pub fn make_follower(&self, leader: Option<NodeId>, epoch: i32) -> bool {
+        // Waits for a leader append already under way (a few ms at most).
+        let _role = self.role.write().unwrap_or_else(|e| e.into_inner());
         let mut state = lock(&self.state);
         let changed = !matches!(&state.role, Role::Follower { leader: l, epoch: e } if *l == leader && *e == epoch);
         if changed {
@@ -370,6 +378,8 @@ impl Partition {
         batch: Bytes,
         acks_all: bool,
     ) -> Result<(AppendInfo, i32), BrokerError> {
+        // The role checked here is the role the batch is written in.
+        let _role = self.role.read().unwrap_or_else(|e| e.into_inner());
         let epoch = {
             let state = lock(&self.state);
             let Role::Leader(l) = &state.role else {

@@ -96,7 +96,9 @@ async fn wait_full_isr(cluster: &mut Cluster) {
     wait_for("every partition with a full ISR", RECOVERY, || {
         let b = bootstrap.clone();
         async move {
-            let states = workload::partition_states(&b, TOPIC).await?;
+            // Every broker must agree: one that has not caught up may still show an ISR that
+            // a restarted node has not rejoined yet.
+            let states = workload::agreed_partition_states(&b, TOPIC).await?;
             (states.len() == PARTITIONS as usize
                 && states.values().all(|(_, isr, _)| isr.len() == 3))
             .then_some(())

@@ -545,7 +545,7 @@ pub fn assert_clean(workload: &Workload, report: &Report, name: &str, seed: u64)
 /// (leader address, ISR, replicas) per partition, when every broker in `bootstrap` answers
 /// and all agree (leaders, epochs, ISRs). A broker that has just woken from a pause may still
 /// believe it leads in an old epoch for a moment; the final read must not trust it.
-async fn agreed_partition_states(
+pub async fn agreed_partition_states(
     bootstrap: &[String],
     topic: &str,
 ) -> Option<BTreeMap<u32, (String, Vec<u64>, Vec<u64>)>> {

@@ -548,3 +548,96 @@ async fn an_unreachable_cluster_is_reported_quickly() {
         "{run:?}"
     );
 }
+
+/// Issue 14 (liveness): `weir produce --acks all` keeps retrying through a leader kill instead
+/// of giving up early. 3 nodes, 6 partitions, RF 3, min.insync.replicas 2: produce 100,000
+/// numbered lines, then produce 100,000 more while the leader of partition 0 is killed with
+/// kill -9 shortly after the start, twice. Each run must exit 0 (every record delivered, as the
+/// CLI reports), and every number must be readable afterwards (a retried batch may appear
+/// twice: the producer is not idempotent yet).
+#[tokio::test]
+async fn produce_keeps_retrying_through_a_leader_kill() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3, 0, &[]);
+    cluster.wait_healthy(STARTUP).await;
+    cluster.wait_active_brokers(1, 3, STARTUP).await;
+    let bootstrap: Vec<String> = (1..=3).map(|id| cluster.node(id).broker_addr()).collect();
+    let b = bootstrap.join(",");
+    weir_ok(
+        &b,
+        &[
+            "topic",
+            "create",
+            "t",
+            "--partitions",
+            "6",
+            "--replication-factor",
+            "3",
+            "--config",
+            "min.insync.replicas=2",
+        ],
+    )
+    .await;
+    let lines = |from: u64, to: u64| -> Vec<u8> {
+        (from..to)
+            .map(|i| format!("{i}\n"))
+            .collect::<String>()
+            .into_bytes()
+    };
+    let first = weir_run(&b, &["produce", "t", "--acks", "all"], &lines(0, 100_000)).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    for round in 0..2u64 {
+        let topic = weir_ok(&b, &["topic", "describe", "t", "-o", "json"])
+            .await
+            .json();
+        let leader = topic["partitions"][0]["leader"]
+            .as_u64()
+            .expect("partition 0 led");
+        let from = 100_000 * (round + 1);
+        let input = lines(from, from + 100_000);
+        let bootstrap = b.clone();
+        let produce = tokio::spawn(async move {
+            weir_run(&bootstrap, &["produce", "t", "--acks", "all"], &input).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !produce.is_finished(),
+            "round {round}: the produce run ended before the kill; give it more records"
+        );
+        cluster.kill(leader);
+        let run = produce.await.unwrap();
+        assert_eq!(
+            run.code, 0,
+            "round {round}: the producer gave up during the failover: {}",
+            run.stderr
+        );
+        cluster.spawn(leader);
+        cluster
+            .wait_active_brokers((1..=3).find(|id| *id != leader).unwrap(), 3, STARTUP)
+            .await;
+    }
+    let consumed = weir_ok(
+        &b,
+        &[
+            "consume",
+            "t",
+            "--idle-timeout-ms",
+            "5000",
+            "--format",
+            "%v",
+        ],
+    )
+    .await;
+    let mut seen = vec![false; 300_000];
+    for line in consumed.stdout.lines() {
+        let i: usize = line
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {line}"));
+        seen[i] = true;
+    }
+    let missing: Vec<usize> = (0..300_000).filter(|i| !seen[*i]).take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged records missing, e.g. {missing:?}"
+    );
+}

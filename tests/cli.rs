@@ -14,17 +14,8 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{free_port, Cluster};
+use common::{free_port, serial, Cluster, STARTUP};
 use tokio::io::AsyncWriteExt;
-
-/// Cluster tests run one at a time: each starts several processes on a 2-core machine.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-const STARTUP: Duration = Duration::from_secs(30);
 
 /// The `weir` binary. It belongs to another package, so cargo does not build it for this
 /// test: it is built here, once per test process, into the same target directory and

@@ -13,20 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{free_port, wait_for, Cluster};
+use common::{free_port, serial, wait_for, Cluster, STARTUP};
 use futures::stream::{FuturesUnordered, StreamExt};
 use weir_client::{
     partition_for_key, Acks, Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, Error,
     ErrorCode, Offset, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
-
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-const STARTUP: Duration = Duration::from_secs(30);
 
 fn now_ms() -> i64 {
     SystemTime::now()

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use common::{broker_client_at, wait_for, Cluster};
+use common::{broker_client_at, serial, wait_for, Cluster, STARTUP};
 use tonic::transport::Channel;
 use weir_proto::broker::v1 as bpb;
 use weir_proto::broker::v1::broker_client::BrokerClient;
@@ -26,15 +26,6 @@ use weir_proto::common::v1::{Error as PbError, ErrorCode};
 use weir_proto::controller::v1 as pb;
 use weir_storage::batch::Batches;
 use weir_storage::{BatchBuilder, Compression, Header, Record};
-
-/// Cluster tests run one at a time: each starts several processes on a 2-core machine.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-const STARTUP: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

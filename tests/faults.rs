@@ -18,17 +18,10 @@ mod common;
 use std::time::Duration;
 
 use common::workload::{self, assert_clean, Workload};
-use common::{wait_for, Cluster};
+use common::{serial, wait_for, Cluster, STARTUP};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-const STARTUP: Duration = Duration::from_secs(30);
 /// The cluster must serve again (some send acknowledged) within this after a fault heals.
 const RECOVERY: Duration = Duration::from_secs(30);
 const TOPIC: &str = "jepsen";

@@ -10,17 +10,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{wait_for, Cluster};
+use common::{serial, wait_for, Cluster};
 use weir_proto::common::v1::ErrorCode;
 use weir_proto::controller::v1 as pb;
-
-/// Cluster tests run one at a time: each starts several processes on a 2-core machine, and
-/// Raft timing suffers when they all compete.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const STARTUP: Duration = Duration::from_secs(60);
 

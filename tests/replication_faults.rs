@@ -12,20 +12,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{broker_client_at, wait_for, Cluster};
+use common::{broker_client_at, serial, wait_for, Cluster, STARTUP};
 use tokio_stream::StreamExt;
 use weir_proto::broker::v1 as bpb;
 use weir_proto::broker::v1::produce_request::Records;
 use weir_proto::broker::v1::replication_client::ReplicationClient;
 use weir_proto::common::v1::ErrorCode;
-
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-const STARTUP: Duration = Duration::from_secs(30);
 
 fn code(error: &Option<weir_proto::common::v1::Error>) -> i32 {
     error.as_ref().map_or(0, |e| e.code)

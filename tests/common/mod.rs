@@ -16,6 +16,16 @@ use weir_proto::broker::v1::broker_client::BrokerClient;
 use weir_proto::controller::v1 as pb;
 use weir_proto::controller::v1::controller_client::ControllerClient;
 
+/// Cluster tests of one file run one at a time: each starts several processes on a 2-core
+/// machine. Hold the guard for the whole test (across awaits, on purpose).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long a cluster may take to start, elect a controller and register its brokers.
+pub const STARTUP: Duration = Duration::from_secs(30);
+
 /// Path of the server binary built by cargo for these tests.
 pub const SERVER: &str = env!("CARGO_BIN_EXE_weir-server");
 

@@ -451,3 +451,41 @@ async fn a_restarted_broker_rejoins_the_isr_and_stays_when_the_controller_leader
     let _serial = serial();
     restart_a_leader_then_pause_a_follower(3, true).await;
 }
+
+/// A clean shutdown (SIGTERM) is a controlled shutdown, as in Kafka: the broker has the
+/// controller fence it and waits for its leaderships to move before it stops serving. With a
+/// 30 s session timeout, only that can move the leadership within 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_moves_leadership_before_the_broker_stops() {
+    let _serial = serial();
+    let (mut cluster, controller) =
+        start_three(&[("WEIR_BROKER_SESSION_TIMEOUT_MS", "30000")]).await;
+    create(
+        &mut cluster,
+        controller,
+        "t",
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
+    let (leader, _, _, _) = wait_partition(&mut cluster, controller, "t", 3, None, STARTUP).await;
+    produce_ok(&mut cluster, controller, "t", -1, "before", 10).await;
+    let via = (1..=3).find(|id| *id != leader).unwrap();
+    let stopping = Instant::now();
+    cluster.sigterm(leader);
+    let (new_leader, _, _, _) = wait_partition(
+        &mut cluster,
+        via,
+        "t",
+        2,
+        Some(leader),
+        Duration::from_secs(10),
+    )
+    .await;
+    println!(
+        "leadership of t-0 moved from {leader} to {new_leader} {:?} after SIGTERM",
+        stopping.elapsed()
+    );
+    let r = produce_ok(&mut cluster, via, "t", -1, "after", 5).await;
+    assert_eq!(r.base_offset, 10, "nothing acknowledged was lost");
+    assert!(cluster.terminate(leader), "the node exited cleanly");
+}

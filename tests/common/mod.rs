@@ -218,6 +218,16 @@ impl Cluster {
         false
     }
 
+    /// Sends SIGTERM and returns at once (the node shuts down cleanly on its own time; reap it
+    /// with [`Cluster::terminate`]).
+    pub fn sigterm(&mut self, id: u64) {
+        let child = self.node(id).child.as_ref().expect("node not running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+    }
+
     /// SIGSTOP / SIGCONT: freeze a node as if cut off from the network.
     pub fn pause(&mut self, id: u64, paused: bool) {
         let child = self.node(id).child.as_ref().expect("node not running");
@@ -246,7 +256,16 @@ impl Cluster {
     /// The tail of a node's log, for failure messages.
     pub fn log_tail(&mut self, id: u64) -> String {
         let text = std::fs::read_to_string(&self.node(id).log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
+        // Backtrace frames say little and would push the error itself out of view.
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                let t = l.trim_start();
+                !(t.starts_with("at ")
+                    || t.split_once(": ")
+                        .is_some_and(|(n, _)| n.parse::<u32>().is_ok()))
+            })
+            .collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 

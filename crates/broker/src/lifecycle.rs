@@ -12,6 +12,12 @@
 //!
 //! The controller keeps the broker fenced after (re)registration until a heartbeat shows the
 //! broker has applied the metadata up to its registration.
+//!
+//! On `shutdown` the session ends with a controlled shutdown (Kafka's): heartbeats stop, the
+//! broker asks the controller to fence it now, and waits (at most [`CONTROLLED_SHUTDOWN`]) until
+//! its local metadata shows it leads nothing — its leaderships moved to other in-sync replicas
+//! — so the node stops its listener only after clients have somewhere else to go. The caller
+//! stops the data path after this task ends.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -23,6 +29,9 @@ use tonic::transport::{Channel, Endpoint};
 use weir_meta::{MetadataState, NodeId};
 use weir_proto::controller::v1 as pb;
 use weir_proto::controller::v1::controller_client::ControllerClient;
+
+/// The longest a controlled shutdown waits for the controller and for leaderships to move.
+pub const CONTROLLED_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// Tells the controller address of the quorum's current leader, as this node knows it.
 pub type LeaderHint = Arc<dyn Fn() -> Option<String> + Send + Sync>;
@@ -128,7 +137,12 @@ pub fn spawn(
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    if status.registered {
+                        controlled_shutdown(&config, &metadata, &mut client_for).await;
+                    }
+                    return;
+                }
             }
             // The active controller first, then each controller in turn, each attempt bounded.
             let hint = (config.leader_hint)();
@@ -160,6 +174,60 @@ pub fn spawn(
         }
     });
     (task, status_rx)
+}
+
+/// Asks the controller to fence this broker (its leaderships move), then waits until the local
+/// metadata shows it leads nothing; bounded by [`CONTROLLED_SHUTDOWN`] in all. Failures are
+/// logged: the broker then stops anyway and the controller fences it when its session expires.
+async fn controlled_shutdown(
+    config: &LifecycleConfig,
+    metadata: &watch::Receiver<Arc<MetadataState>>,
+    client_for: &mut impl FnMut(&str) -> Option<ControllerClient<Channel>>,
+) {
+    let deadline = tokio::time::Instant::now() + CONTROLLED_SHUTDOWN;
+    let me = config.broker_id;
+    let mut asked = false;
+    let mut targets: Vec<String> = (config.leader_hint)().into_iter().collect();
+    targets.extend(config.controllers.iter().cloned());
+    for addr in targets {
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        let Some(mut client) = client_for(&addr) else {
+            continue;
+        };
+        let req = pb::ControlledShutdownRequest {
+            broker_id: me,
+            incarnation: config.incarnation,
+        };
+        match tokio::time::timeout(config.request_timeout, client.controlled_shutdown(req)).await {
+            Ok(Ok(r)) if r.get_ref().error.is_none() => {
+                asked = true;
+                break;
+            }
+            Ok(Ok(r)) => {
+                tracing::debug!(error = ?r.get_ref().error, "controlled shutdown refused")
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "controlled shutdown failed"),
+            Err(_) => tracing::debug!(controller = %addr, "controller did not answer in time"),
+        }
+    }
+    if !asked {
+        tracing::warn!("controlled shutdown: no controller answered; stopping without it");
+        return;
+    }
+    let leads_nothing = |state: &MetadataState| {
+        !state
+            .topics
+            .values()
+            .any(|t| t.partitions.iter().any(|p| p.leader == Some(me)))
+    };
+    let mut metadata = metadata.clone();
+    let moved = tokio::time::timeout_at(deadline, metadata.wait_for(|s| leads_nothing(s))).await;
+    match moved {
+        Ok(Ok(_)) => tracing::info!("controlled shutdown: leaderships moved; stopping"),
+        _ => tracing::warn!("controlled shutdown: leaderships did not all move in time; stopping"),
+    }
 }
 
 /// One registration (while not registered) or heartbeat through `client`; updates `status`

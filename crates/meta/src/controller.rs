@@ -122,6 +122,7 @@ macro_rules! with_error {
 with_error!(
     pb::RegisterBrokerResponse,
     pb::BrokerHeartbeatResponse,
+    pb::ControlledShutdownResponse,
     pb::AlterPartitionResponse,
     pb::JoinQuorumResponse,
     pb::TriggerElectionResponse,
@@ -597,6 +598,37 @@ impl pb::controller_server::Controller for ControllerService {
     ) -> Result<Response<pb::BrokerHeartbeatResponse>, Status> {
         route!(self, req, broker_heartbeat);
         answer(self.inner.heartbeat(req.into_inner()).await)
+    }
+
+    async fn controlled_shutdown(
+        &self,
+        req: Request<pb::ControlledShutdownRequest>,
+    ) -> Result<Response<pb::ControlledShutdownResponse>, Status> {
+        route!(self, req, controlled_shutdown);
+        let req = req.into_inner();
+        let state = self.inner.state.current();
+        let known = state
+            .brokers
+            .get(&req.broker_id)
+            .is_some_and(|b| b.incarnation == req.incarnation);
+        if !known {
+            return answer(Err(wire_error(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "broker {} is not registered with incarnation {}",
+                    req.broker_id, req.incarnation
+                ),
+            )));
+        }
+        tracing::info!(
+            broker = req.broker_id,
+            "controlled shutdown: fencing the broker"
+        );
+        let result = self
+            .inner
+            .write(Command::FenceBroker { id: req.broker_id })
+            .await;
+        answer(result.map(|_| pb::ControlledShutdownResponse { error: None }))
     }
 
     async fn alter_partition(

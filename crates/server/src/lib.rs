@@ -42,6 +42,8 @@ pub enum StartError {
 pub struct Node {
     meta: MetaNode,
     shutdown: watch::Sender<bool>,
+    /// Ends the broker session first (a controlled shutdown), before anything else stops.
+    lifecycle_stop: watch::Sender<bool>,
     lifecycle: Option<JoinHandle<()>>,
     data_path: Option<(JoinHandle<()>, JoinHandle<()>)>,
     http: JoinHandle<()>,
@@ -68,6 +70,7 @@ impl Node {
         tracing::info!(addr = %meta.local_addr(), "controller listener up");
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (lifecycle_stop, lifecycle_stop_rx) = watch::channel(false);
         let incarnation = lifecycle::new_incarnation();
         let broker = config.roles.broker.then(|| {
             let raft = meta.raft().clone();
@@ -93,7 +96,7 @@ impl Node {
                     leader_hint,
                 },
                 meta.subscribe(),
-                shutdown_rx.clone(),
+                lifecycle_stop_rx,
             )
         });
         let data_path = match config.roles.broker {
@@ -114,24 +117,29 @@ impl Node {
         Ok(Self {
             meta,
             shutdown,
+            lifecycle_stop,
             lifecycle: broker.map(|(task, _)| task),
             data_path,
             http,
         })
     }
 
-    /// Stops accepting requests, closes every partition log cleanly, ends the broker session,
-    /// hands controller leadership over where possible, and stops Raft.
+    /// Ends the broker session with a controlled shutdown (its leaderships move to other
+    /// in-sync replicas first, at most `lifecycle::CONTROLLED_SHUTDOWN`), stops accepting
+    /// requests, closes every partition log cleanly, hands controller leadership over where
+    /// possible, and stops Raft.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
+        let _ = self.lifecycle_stop.send(true);
+        if let Some(task) = self.lifecycle {
+            let bound = lifecycle::CONTROLLED_SHUTDOWN + Duration::from_secs(1);
+            let _ = tokio::time::timeout(bound, task).await;
+        }
         let _ = self.shutdown.send(true);
         if let Some((server, manager)) = self.data_path {
             let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
             // The replica manager closes every log cleanly before it returns.
             let _ = tokio::time::timeout(Duration::from_secs(30), manager).await;
-        }
-        if let Some(task) = self.lifecycle {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
         self.meta.shutdown().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;

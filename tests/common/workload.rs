@@ -123,19 +123,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Metadata for `topic` from the broker at `addr` (bounded: 2 s); `None` if it did not answer.
+async fn metadata_of(addr: &str, topic: &str) -> Option<bpb::MetadataResponse> {
+    let mut client = broker_client_at(addr);
+    let req = bpb::MetadataRequest {
+        topics: vec![topic.to_owned()],
+    };
+    let md = tokio::time::timeout(Duration::from_secs(2), client.metadata(req))
+        .await
+        .ok()?
+        .ok()?;
+    Some(md.into_inner())
+}
+
 /// The leader's broker address of every partition of `topic`, asking the brokers in
 /// `bootstrap` in turn; `None` for leaderless partitions.
 pub async fn leaders(bootstrap: &[String], topic: &str) -> Option<HashMap<u32, String>> {
     for addr in bootstrap {
-        let mut client = broker_client_at(addr);
-        let req = bpb::MetadataRequest {
-            topics: vec![topic.to_owned()],
-        };
-        let Ok(Ok(md)) = tokio::time::timeout(Duration::from_secs(2), client.metadata(req)).await
-        else {
+        let Some(md) = metadata_of(addr, topic).await else {
             continue;
         };
-        let md = md.into_inner();
         let Some(t) = md.topics.iter().find(|t| t.name == topic) else {
             continue;
         };
@@ -552,15 +559,7 @@ pub async fn agreed_partition_states(
     type View = Vec<(u32, String, i32, Vec<u64>, Vec<u64>)>;
     let mut agreed: Option<View> = None;
     for addr in bootstrap {
-        let mut client = broker_client_at(addr);
-        let req = bpb::MetadataRequest {
-            topics: vec![topic.to_owned()],
-        };
-        let md = tokio::time::timeout(Duration::from_secs(2), client.metadata(req))
-            .await
-            .ok()?
-            .ok()?
-            .into_inner();
+        let md = metadata_of(addr, topic).await?;
         let t = md.topics.iter().find(|t| t.name == topic)?;
         let mut view = Vec::new();
         for p in &t.partitions {
@@ -595,15 +594,9 @@ pub async fn partition_states(
     topic: &str,
 ) -> Option<BTreeMap<u32, (String, Vec<u64>, Vec<u64>)>> {
     for addr in bootstrap {
-        let mut client = broker_client_at(addr);
-        let req = bpb::MetadataRequest {
-            topics: vec![topic.to_owned()],
-        };
-        let Ok(Ok(md)) = tokio::time::timeout(Duration::from_secs(2), client.metadata(req)).await
-        else {
+        let Some(md) = metadata_of(addr, topic).await else {
             continue;
         };
-        let md = md.into_inner();
         let t = md.topics.iter().find(|t| t.name == topic)?;
         let mut out = BTreeMap::new();
         for p in &t.partitions {

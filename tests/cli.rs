@@ -552,7 +552,7 @@ async fn produce_keeps_retrying_through_a_leader_kill() {
     let mut cluster = Cluster::start(3, 0, &[]);
     cluster.wait_healthy(STARTUP).await;
     cluster.wait_active_brokers(1, 3, STARTUP).await;
-    let bootstrap: Vec<String> = (1..=3).map(|id| cluster.node(id).broker_addr()).collect();
+    let bootstrap = cluster.broker_addrs();
     let b = bootstrap.join(",");
     weir_ok(
         &b,

@@ -29,13 +29,7 @@ fn now_ms() -> i64 {
 
 /// A started cluster with its controller leader and all brokers active.
 async fn start(nodes: u64) -> Cluster {
-    let mut cluster = Cluster::start(nodes, 0, &[]);
-    cluster.wait_healthy(STARTUP).await;
-    let controller = cluster.wait_leader(STARTUP).await;
-    cluster
-        .wait_active_brokers(controller, nodes as usize, STARTUP)
-        .await;
-    cluster
+    Cluster::start_ready(nodes, &[]).await.0
 }
 
 fn client_config(cluster: &mut Cluster) -> ClientConfig {

@@ -35,12 +35,7 @@ async fn setup(
     configs: &[(&str, &str)],
     seed: u64,
 ) -> (Cluster, Workload) {
-    let mut cluster = Cluster::start(nodes, 0, env);
-    cluster.wait_healthy(STARTUP).await;
-    let controller = cluster.wait_leader(STARTUP).await;
-    cluster
-        .wait_active_brokers(controller, nodes as usize, STARTUP)
-        .await;
+    let (mut cluster, controller) = Cluster::start_ready(nodes, env).await;
     let mut all = vec![("min.insync.replicas", "2")];
     all.extend_from_slice(configs);
     let r = cluster
@@ -48,7 +43,7 @@ async fn setup(
         .await
         .unwrap();
     assert!(r.error.is_none(), "CreateTopic: {:?}", r.error);
-    let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.broker_addr()).collect();
+    let bootstrap = cluster.broker_addrs();
     wait_for("every partition led", STARTUP, || {
         let b = bootstrap.clone();
         async move {
@@ -67,7 +62,7 @@ async fn setup(
 
 /// The node that leads `partition` now (as some broker sees it).
 async fn leader_of(cluster: &mut Cluster, partition: u32) -> u64 {
-    let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.broker_addr()).collect();
+    let bootstrap = cluster.broker_addrs();
     let addr = wait_for("a partition leader", RECOVERY, || {
         let b = bootstrap.clone();
         async move { workload::leaders(&b, TOPIC).await?.remove(&partition) }
@@ -85,7 +80,7 @@ async fn leader_of(cluster: &mut Cluster, partition: u32) -> u64 {
 /// healthy cluster (otherwise a round may kill the last in-sync replica, and a partition then
 /// rightly stays offline until that replica returns — unclean election is off).
 async fn wait_full_isr(cluster: &mut Cluster) {
-    let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.broker_addr()).collect();
+    let bootstrap = cluster.broker_addrs();
     wait_for("every partition with a full ISR", RECOVERY, || {
         let b = bootstrap.clone();
         async move {
@@ -104,7 +99,7 @@ async fn served_again(cluster: &mut Cluster, w: &Workload, after: &str) {
     if w.wait_acks(20, RECOVERY).await {
         return;
     }
-    let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.broker_addr()).collect();
+    let bootstrap = cluster.broker_addrs();
     let leaders = workload::leaders(&bootstrap, TOPIC).await;
     let mut logs = String::new();
     for id in cluster.running() {

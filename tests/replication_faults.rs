@@ -147,11 +147,7 @@ async fn fenced_brokers(cluster: &mut Cluster, via: u64) -> Option<Vec<u64>> {
 }
 
 async fn start_three(env: &[(&str, &str)]) -> (Cluster, u64) {
-    let mut cluster = Cluster::start(3, 0, env);
-    cluster.wait_healthy(STARTUP).await;
-    let controller = cluster.wait_leader(STARTUP).await;
-    cluster.wait_active_brokers(controller, 3, STARTUP).await;
-    (cluster, controller)
+    Cluster::start_ready(3, env).await
 }
 
 async fn create(cluster: &mut Cluster, via: u64, topic: &str, configs: &[(&str, &str)]) {
@@ -372,12 +368,7 @@ async fn a_paused_controller_costs_no_healthy_broker_its_session() {
 /// ISR to be full, then pause another follower for a second. The restarted broker must stay
 /// unfenced and the ISR must be full again within a few seconds, not tens of seconds.
 async fn restart_a_leader_then_pause_a_follower(nodes: u64, pause_controller: bool) {
-    let mut cluster = Cluster::start(nodes, 0, &[]);
-    cluster.wait_healthy(STARTUP).await;
-    let controller = cluster.wait_leader(STARTUP).await;
-    cluster
-        .wait_active_brokers(controller, nodes as usize, STARTUP)
-        .await;
+    let (mut cluster, controller) = Cluster::start_ready(nodes, &[]).await;
     create(&mut cluster, controller, "t", &[]).await;
     let (leader, _, _, replicas) =
         wait_partition(&mut cluster, controller, "t", 3, None, STARTUP).await;

@@ -141,6 +141,23 @@ impl Cluster {
         cluster
     }
 
+    /// Starts `voters` combined nodes and waits until every one is healthy, a controller leads
+    /// and every broker is active; returns the cluster and the controller leader.
+    pub async fn start_ready(voters: u64, env: &[(&str, &str)]) -> (Self, u64) {
+        let mut cluster = Self::start(voters, 0, env);
+        cluster.wait_healthy(STARTUP).await;
+        let controller = cluster.wait_leader(STARTUP).await;
+        cluster
+            .wait_active_brokers(controller, voters as usize, STARTUP)
+            .await;
+        (cluster, controller)
+    }
+
+    /// Every node's broker address (host:port), in node order: a bootstrap list.
+    pub fn broker_addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(Node::broker_addr).collect()
+    }
+
     pub fn node(&mut self, id: u64) -> &mut Node {
         self.nodes
             .iter_mut()

@@ -173,7 +173,7 @@ impl Workload {
         rate: u32,
         seed: u64,
     ) -> Self {
-        let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.broker_addr()).collect();
+        let bootstrap = cluster.broker_addrs();
         let history = Arc::new(Mutex::new(History::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
@@ -586,30 +586,6 @@ pub async fn agreed_partition_states(
             .map(|(p, addr, _, isr, replicas)| (p, (addr, isr, replicas)))
             .collect(),
     )
-}
-
-/// (leader address, ISR, replicas) per partition, from the first broker that answers.
-pub async fn partition_states(
-    bootstrap: &[String],
-    topic: &str,
-) -> Option<BTreeMap<u32, (String, Vec<u64>, Vec<u64>)>> {
-    for addr in bootstrap {
-        let Some(md) = metadata_of(addr, topic).await else {
-            continue;
-        };
-        let t = md.topics.iter().find(|t| t.name == topic)?;
-        let mut out = BTreeMap::new();
-        for p in &t.partitions {
-            let leader = u64::try_from(p.leader).ok()?;
-            let b = md.brokers.iter().find(|b| b.id == leader)?;
-            out.insert(
-                p.partition,
-                (b.address.clone(), p.isr.clone(), p.replicas.clone()),
-            );
-        }
-        return Some(out);
-    }
-    None
 }
 
 /// The partition's high watermark on `leader`, once it has reached the log end (every

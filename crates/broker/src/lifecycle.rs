@@ -126,7 +126,8 @@ pub fn spawn(
             tracing::error!("no controller address; the broker cannot register");
             return;
         }
-        let mut next = 0usize;
+        // The controller (index) that answered last: tried first after the known leader.
+        let mut preferred = 0usize;
         let mut status = BrokerStatus {
             fenced: true,
             incarnation,
@@ -144,23 +145,16 @@ pub fn spawn(
                     return;
                 }
             }
-            // The active controller first, then each controller in turn, each attempt bounded.
-            let hint = (config.leader_hint)();
-            let attempts = config.controllers.len() + usize::from(hint.is_some());
-            for attempt in 0..attempts {
-                let addr = match (&hint, attempt) {
-                    (Some(leader), 0) => leader.clone(),
-                    _ => {
-                        next += 1;
-                        config.controllers[next % config.controllers.len()].clone()
-                    }
-                };
+            for (index, addr) in attempt_order(&config, preferred) {
                 let Some(client) = client_for(&addr) else {
                     continue;
                 };
                 let beat = beat(&config, &metadata, client, &mut status);
                 match tokio::time::timeout(config.request_timeout, beat).await {
-                    Ok(true) => break,
+                    Ok(true) => {
+                        preferred = index.unwrap_or(preferred);
+                        break;
+                    }
                     Ok(false) => {}
                     Err(_) => {
                         tracing::debug!(controller = %addr, "controller did not answer in time")
@@ -176,6 +170,19 @@ pub fn spawn(
     (task, status_rx)
 }
 
+/// Where one beat's attempts go: the active controller first when this node knows it, then
+/// every controller once, starting with `preferred` (the last one that answered), each with
+/// its index in the controller list.
+fn attempt_order(config: &LifecycleConfig, preferred: usize) -> Vec<(Option<usize>, String)> {
+    let n = config.controllers.len();
+    let hint = (config.leader_hint)().map(|addr| (None, addr));
+    let each = (0..n).map(|k| {
+        let i = (preferred + k) % n;
+        (Some(i), config.controllers[i].clone())
+    });
+    hint.into_iter().chain(each).collect()
+}
+
 /// Asks the controller to fence this broker (its leaderships move), then waits until the local
 /// metadata shows it leads nothing; bounded by [`CONTROLLED_SHUTDOWN`] in all. Failures are
 /// logged: the broker then stops anyway and the controller fences it when its session expires.
@@ -187,9 +194,7 @@ async fn controlled_shutdown(
     let deadline = tokio::time::Instant::now() + CONTROLLED_SHUTDOWN;
     let me = config.broker_id;
     let mut asked = false;
-    let mut targets: Vec<String> = (config.leader_hint)().into_iter().collect();
-    targets.extend(config.controllers.iter().cloned());
-    for addr in targets {
+    for (_, addr) in attempt_order(config, 0) {
         if tokio::time::Instant::now() >= deadline {
             break;
         }

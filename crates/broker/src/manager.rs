@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 use weir_meta::topic_config::MIN_INSYNC_REPLICAS;
-use weir_meta::{MetadataState, NodeId, TopicInfo};
+use weir_meta::{BrokerInfo, MetadataState, NodeId, TopicInfo};
 use weir_proto::controller::v1::controller_client::ControllerClient;
 use weir_storage::LogConfig;
 
@@ -283,22 +283,18 @@ impl ReplicaManager {
         }
     }
 
-    /// This broker's epoch (its current registration), once the metadata shows it; 0 before.
-    pub fn broker_epoch(&self) -> u64 {
-        let state = self.metadata.borrow();
+    /// This process's registration in `state`, if `state` shows it (same incarnation).
+    fn own_registration<'a>(&self, state: &'a MetadataState) -> Option<&'a BrokerInfo> {
         state
             .brokers
             .get(&self.config.broker_id)
             .filter(|b| b.incarnation == self.config.incarnation)
-            .map_or(0, |b| b.epoch)
     }
 
-    /// Whether `state` shows this broker registered with this process's incarnation.
-    fn registered_in(&self, state: &MetadataState) -> bool {
-        state
-            .brokers
-            .get(&self.config.broker_id)
-            .is_some_and(|b| b.incarnation == self.config.incarnation)
+    /// This broker's epoch (its current registration), once the metadata shows it; 0 before.
+    pub fn broker_epoch(&self) -> u64 {
+        self.own_registration(&self.metadata.borrow())
+            .map_or(0, |b| b.epoch)
     }
 
     /// Brings the local replicas in line with `state` — once `state` shows this process's
@@ -308,7 +304,7 @@ impl ReplicaManager {
         state: &MetadataState,
         shutdown: &watch::Receiver<bool>,
     ) {
-        if !self.registered_in(state) {
+        if self.own_registration(state).is_none() {
             tracing::debug!(
                 version = state.version,
                 "metadata does not show this broker's registration yet; not acting on it"

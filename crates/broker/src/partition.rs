@@ -790,9 +790,9 @@ impl Partition {
     }
 
     /// Writes the HW to [`HIGH_WATERMARK_FILE`] (atomically, fsynced) if it moved since the
-    /// last write and, unless `force`, that write is 5 s old
-    /// (Kafka's `replica.high.watermark.checkpoint.interval.ms`). Upkeep calls it every second; closing the log forces it. The checkpoint may lag the
-    /// HW; it never passes it. Blocking.
+    /// last write and, unless `force`, that write is 5 s old (Kafka's
+    /// `replica.high.watermark.checkpoint.interval.ms`). Upkeep calls it every second; closing
+    /// the log forces it. The checkpoint may lag the HW; it never passes it. Blocking.
     pub fn checkpoint_high_watermark(&self, force: bool) -> Result<(), BrokerError> {
         let hw = self.view().high_watermark;
         let mut written = lock(&self.checkpointed_hw);

@@ -209,6 +209,7 @@ async fn session(
 
     // 2. Fetch.
     let (tx, rx) = mpsc::channel(2);
+    let replica_epoch = manager.broker_epoch();
     let position = |fetch_offset: i64| pb::ReplicaFetchRequest {
         topic: part.topic.clone(),
         partition: part.index,
@@ -217,7 +218,7 @@ async fn session(
         fetch_offset,
         max_bytes: FETCH_MAX_BYTES,
         max_wait_ms: FETCH_MAX_WAIT_MS,
-        replica_epoch: manager.broker_epoch(),
+        replica_epoch,
     };
     tx.send(position(part.view().log_end))
         .await

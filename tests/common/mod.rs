@@ -35,13 +35,35 @@ pub fn server_bin() -> String {
     std::env::var("WEIR_TEST_SERVER_BIN").unwrap_or_else(|_| SERVER.to_owned())
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the OS won't hand it out again soon).
+/// A free TCP port on 127.0.0.1, below the kernel's ephemeral range: a port bound to 0 comes
+/// from that range, where any outgoing connection (a client, a peer dialling another node) may
+/// take it before the node binds it, or while a killed node is down before its restart — seen
+/// here as "Address already in use" at a node's start. Ports below the range are only ever
+/// taken by a bind; each is handed out once per test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.clamp(12_000, 65_535));
+    let span = high - low;
+    // Start each test process somewhere else in the range, so consecutive test binaries
+    // (whose nodes may still be exiting) do not reuse each other's ports.
+    let _ = NEXT.compare_exchange(
+        0,
+        std::process::id() * 7919 % span + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let port = low + NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free port in [{low}, {high})");
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout` with `what`.

@@ -25,8 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use weir_meta::{MetadataState, NodeId};
+use weir_proto::channel::{Channels, Profile};
 use weir_proto::controller::v1 as pb;
 use weir_proto::controller::v1::controller_client::ControllerClient;
 
@@ -57,6 +58,8 @@ pub struct LifecycleConfig {
     pub request_timeout: Duration,
     /// The active controller's address, when this node knows it.
     pub leader_hint: LeaderHint,
+    /// Local address the connections to controllers come from; `None`: the OS chooses.
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for LifecycleConfig {
@@ -109,18 +112,9 @@ pub fn spawn(
     });
     let task = tokio::spawn(async move {
         let incarnation = config.incarnation;
-        let mut channels: std::collections::HashMap<String, Channel> = Default::default();
-        let mut client_for = |addr: &str| -> Option<ControllerClient<Channel>> {
-            if let Some(c) = channels.get(addr) {
-                return Some(ControllerClient::new(c.clone()));
-            }
-            let channel = Endpoint::from_shared(format!("http://{addr}"))
-                .ok()?
-                .connect_timeout(Duration::from_millis(500))
-                .tcp_nodelay(true)
-                .connect_lazy();
-            channels.insert(addr.to_owned(), channel.clone());
-            Some(ControllerClient::new(channel))
+        let channels = Channels::new(Profile::CONTROLLER).with_source(config.source_address);
+        let client_for = |addr: &str| -> Option<ControllerClient<Channel>> {
+            channels.get(addr).ok().map(ControllerClient::new)
         };
         if config.controllers.is_empty() {
             tracing::error!("no controller address; the broker cannot register");
@@ -140,7 +134,7 @@ pub fn spawn(
                 _ = interval.tick() => {}
                 _ = shutdown.changed() => {
                     if status.registered {
-                        controlled_shutdown(&config, &metadata, &mut client_for).await;
+                        controlled_shutdown(&config, &metadata, &client_for).await;
                     }
                     return;
                 }
@@ -189,7 +183,7 @@ fn attempt_order(config: &LifecycleConfig, preferred: usize) -> Vec<(Option<usiz
 async fn controlled_shutdown(
     config: &LifecycleConfig,
     metadata: &watch::Receiver<Arc<MetadataState>>,
-    client_for: &mut impl FnMut(&str) -> Option<ControllerClient<Channel>>,
+    client_for: &impl Fn(&str) -> Option<ControllerClient<Channel>>,
 ) {
     let deadline = tokio::time::Instant::now() + CONTROLLED_SHUTDOWN;
     let me = config.broker_id;

@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use weir_meta::topic_config::MIN_INSYNC_REPLICAS;
 use weir_meta::{BrokerInfo, MetadataState, NodeId, TopicInfo};
+use weir_proto::channel::{Channels, Profile};
 use weir_proto::controller::v1::controller_client::ControllerClient;
 use weir_storage::LogConfig;
 
@@ -49,6 +50,9 @@ pub struct BrokerConfig {
     /// This process's incarnation, as the broker registers it (see
     /// [`crate::lifecycle::new_incarnation`]): the manager acts only once the metadata shows it.
     pub incarnation: u64,
+    /// Local address this broker's connections to leaders and controllers come from
+    /// (`--source-address`); `None`: the operating system chooses.
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 /// Topic configs over this broker's log settings as a log config (keys were validated by the
@@ -84,7 +88,10 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<Key, Arc<Partition>>>,
     fetchers: Mutex<HashMap<Key, JoinHandle<()>>>,
     metadata: watch::Receiver<Arc<MetadataState>>,
-    channels: Mutex<HashMap<String, Channel>>,
+    /// Channels to partition leaders (replica fetches).
+    leaders: Channels,
+    /// Channels to controllers (AlterPartition, forwarded admin requests).
+    controllers: Channels,
     next_controller: Mutex<usize>,
     controller_leader: ControllerLeader,
 }
@@ -101,13 +108,15 @@ impl ReplicaManager {
         metadata: watch::Receiver<Arc<MetadataState>>,
         controller_leader: ControllerLeader,
     ) -> Arc<Self> {
+        let source = config.source_address;
         Arc::new(Self {
             controller_leader,
             config,
             partitions: RwLock::new(HashMap::new()),
             fetchers: Mutex::new(HashMap::new()),
             metadata,
-            channels: Mutex::new(HashMap::new()),
+            leaders: Channels::new(Profile::REPLICATION).with_source(source),
+            controllers: Channels::new(Profile::CONTROLLER).with_source(source),
             next_controller: Mutex::new(0),
         })
     }
@@ -169,23 +178,9 @@ impl ReplicaManager {
         self.broker_address(leader)
     }
 
-    /// A cached channel to another broker or a controller.
-    pub fn channel(&self, addr: &str) -> Option<Channel> {
-        let mut channels = lock(&self.channels);
-        if let Some(c) = channels.get(addr) {
-            return Some(c.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}")).ok()?;
-        let channel = endpoint
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            // Replica fetches bring up to 4 MiB per answer: don't stall on 64 KiB windows.
-            .initial_stream_window_size(8 << 20)
-            .initial_connection_window_size(32 << 20)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .connect_lazy();
-        channels.insert(addr.to_owned(), channel.clone());
-        Some(channel)
+    /// The channel to a partition leader's broker listener (`None`: the address is invalid).
+    pub fn leader_channel(&self, addr: &str) -> Option<Channel> {
+        self.leaders.get(addr).ok()
     }
 
     /// `replica.lag.time.max.ms`.
@@ -208,7 +203,9 @@ impl ReplicaManager {
             *next = next.wrapping_add(1);
             *next % self.config.controllers.len()
         };
-        self.channel(&self.config.controllers[i])
+        self.controllers
+            .get(&self.config.controllers[i])
+            .ok()
             .map(ControllerClient::new)
     }
 

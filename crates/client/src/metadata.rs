@@ -6,9 +6,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use weir_proto::broker::v1 as pb;
 use weir_proto::broker::v1::broker_client::BrokerClient;
+use weir_proto::channel::{Channels, Profile};
 use weir_proto::common::v1::ErrorCode;
 
 use crate::config::ClientConfig;
@@ -61,7 +62,7 @@ impl Snapshot {
 /// Connections and the metadata cache, shared by every client built on one configuration.
 pub(crate) struct Cluster {
     pub config: ClientConfig,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Channels,
     snapshot: RwLock<Arc<Snapshot>>,
     /// Serializes refreshes; holds when the last one finished.
     refresh: tokio::sync::Mutex<Option<Instant>>,
@@ -73,9 +74,10 @@ impl Cluster {
     /// Connects: fetches metadata from the first bootstrap address that answers.
     pub async fn connect(config: ClientConfig) -> Result<Arc<Self>> {
         config.validate()?;
+        let channels = Channels::new(Profile::CLIENT.connect_timeout(config.connect_timeout));
         let cluster = Arc::new(Self {
             config,
-            channels: Mutex::new(HashMap::new()),
+            channels,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             refresh: tokio::sync::Mutex::new(None),
             last_good: Mutex::new(None),
@@ -91,21 +93,9 @@ impl Cluster {
 
     /// A (lazily connecting) channel to `addr`, one per address.
     pub fn channel(&self, addr: &str) -> Result<Channel> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::InvalidConfig(format!("bad broker address `{addr}`: {e}")))?
-            .connect_timeout(self.config.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .initial_stream_window_size(Some(4 * 1024 * 1024))
-            .initial_connection_window_size(Some(16 * 1024 * 1024));
-        let channel = endpoint.connect_lazy();
-        channels.insert(addr.to_owned(), channel.clone());
-        Ok(channel)
+        self.channels
+            .get(addr)
+            .map_err(|e| Error::InvalidConfig(format!("bad broker address: {e}")))
     }
 
     /// A broker client for `addr`.

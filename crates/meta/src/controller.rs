@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use weir_proto::channel::Channels;
 use weir_proto::common::v1::{Error as WireError, ErrorCode};
 use weir_proto::controller::v1 as pb;
 use weir_proto::controller::v1::controller_client::ControllerClient;
@@ -70,7 +71,8 @@ pub struct Controller {
     config: ControllerConfig,
     liveness: Mutex<Liveness>,
     /// One cached channel per peer controller address, for forwarding.
-    peers: Mutex<HashMap<String, Channel>>,
+    /// Channels to the other controllers, for forwarding to the leader.
+    peers: Channels,
 }
 
 /// Where a request is handled.
@@ -199,6 +201,7 @@ impl Controller {
         raft: Raft,
         state: StateMachineStore,
         config: ControllerConfig,
+        peers: Channels,
     ) -> Arc<Self> {
         Arc::new(Self {
             id,
@@ -206,7 +209,7 @@ impl Controller {
             state,
             config,
             liveness: Mutex::new(Liveness::default()),
-            peers: Mutex::new(HashMap::new()),
+            peers,
         })
     }
 
@@ -237,18 +240,10 @@ impl Controller {
     }
 
     fn client(&self, addr: &str) -> Result<ControllerClient<Channel>, String> {
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = peers.get(addr) {
-            return Ok(ControllerClient::new(channel.clone()));
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad controller address {addr}: {e}"))?
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(10))
-            .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
-        peers.insert(addr.to_owned(), channel.clone());
-        Ok(ControllerClient::new(channel))
+        self.peers
+            .get(addr)
+            .map(ControllerClient::new)
+            .map_err(|e| e.to_string())
     }
 
     fn route<T>(&self, req: &Request<T>) -> Route {

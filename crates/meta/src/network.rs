@@ -24,11 +24,9 @@
 //!
 //! Bytes from the network are never trusted: decoding failures are errors, never panics.
 
-use std::collections::HashMap;
 use std::error::Error;
 use std::fmt;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use openraft::error::{
     Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -41,8 +39,9 @@ use openraft::raft::{
 use openraft::{AnyError, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
+use weir_proto::channel::{Channels, Profile};
 use weir_proto::raft::v1::raft_client::RaftClient;
 use weir_proto::raft::v1::raft_server::{Raft as RaftRpc, RaftServer};
 use weir_proto::raft::v1::RaftMessage;
@@ -54,81 +53,39 @@ use crate::types::{Node, NodeId, Raft, TypeConfig};
 /// bincode overhead included.
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
-/// Default time allowed to establish a TCP connection to a peer.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-
 /// openraft's [`RaftNetworkFactory`] over gRPC: hands out a [`NetworkConnection`] per target,
-/// all sharing one cached tonic [`Channel`] per peer address.
+/// all sharing one cached tonic [`Channel`] per peer address ([`Channels`], tuned by
+/// [`Profile::CONTROLLER`] unless told otherwise).
 ///
 /// Cloning is cheap and clones share the channel cache.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Network {
-    /// One channel per peer address ("host:port"), created on first use. The lock is never
-    /// held across an `.await`.
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
-    /// Time allowed to establish a TCP connection.
-    connect_timeout: Duration,
+    channels: Arc<Channels>,
 }
 
 impl Network {
-    /// A network with an empty channel cache and [`DEFAULT_CONNECT_TIMEOUT`].
+    /// A network with an empty channel cache and [`Profile::CONTROLLER`].
     pub fn new() -> Self {
-        Self::with_connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+        Self::with_channels(Channels::new(Profile::CONTROLLER))
     }
 
-    /// A network with an empty channel cache whose connections give up connecting after
-    /// `connect_timeout`.
-    pub fn with_connect_timeout(connect_timeout: Duration) -> Self {
+    /// A network over `channels` (a profile and source address of the caller's choosing).
+    pub fn with_channels(channels: Channels) -> Self {
         Self {
-            channels: Arc::new(Mutex::new(HashMap::new())),
-            connect_timeout,
+            channels: Arc::new(channels),
         }
     }
 
     /// The channel to `addr` ("host:port", or a full `http://host:port` URI), created lazily
     /// (no I/O here) and cached. Fails only if `addr` is not a valid URI authority.
     fn channel(&self, addr: &str) -> Result<Channel, String> {
-        // A poisoned lock only means another thread panicked while inserting; the map is
-        // still a valid cache.
-        let mut channels = self
-            .channels
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
-        }
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| format!("invalid controller address `{addr}`: {e}"))?
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
-        channels.insert(addr.to_owned(), channel.clone());
-        Ok(channel)
+        self.channels.get(addr).map_err(|e| e.to_string())
     }
 }
 
 impl Default for Network {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-impl fmt::Debug for Network {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let peers: Vec<String> = self
-            .channels
-            .lock()
-            .map(|channels| channels.keys().cloned().collect())
-            .unwrap_or_default();
-        f.debug_struct("Network")
-            .field("peers", &peers)
-            .field("connect_timeout", &self.connect_timeout)
-            .finish()
     }
 }
 

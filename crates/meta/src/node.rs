@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::{Endpoint, Server};
+use tonic::transport::Server;
+use weir_proto::channel::{Channels, Profile};
 use weir_proto::controller::v1 as pb;
 use weir_proto::controller::v1::controller_client::ControllerClient;
 
@@ -54,6 +55,9 @@ pub struct MetaConfig {
     pub election_timeout: (Duration, Duration),
     /// Take a snapshot (and purge the log before it) every this many entries. Default 5000.
     pub snapshot_every: u64,
+    /// Local address this node's connections to other controllers come from; `None`: the
+    /// operating system chooses.
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 impl MetaConfig {
@@ -77,6 +81,7 @@ impl MetaConfig {
             raft_heartbeat: Duration::from_millis(60),
             election_timeout: (Duration::from_millis(250), Duration::from_millis(500)),
             snapshot_every: 5000,
+            source_address: None,
         }
     }
 }
@@ -153,7 +158,9 @@ impl MetaNode {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            Network::new(),
+            Network::with_channels(
+                Channels::new(Profile::CONTROLLER).with_source(config.source_address),
+            ),
             log_store,
             state.clone(),
         )
@@ -165,6 +172,8 @@ impl MetaNode {
             raft.clone(),
             state.clone(),
             config.controller,
+            Channels::new(Profile::CONTROLLER.request_timeout(Duration::from_secs(10)))
+                .with_source(config.source_address),
         );
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -275,7 +284,7 @@ impl MetaNode {
     /// Hands leadership over if this node leads, then stops Raft and the listener.
     pub async fn shutdown(self) {
         if self.config.voter {
-            hand_over_leadership(&self.raft, self.config.node_id).await;
+            hand_over_leadership(&self.raft, self.config.node_id, self.config.source_address).await;
         }
         let _ = self.shutdown.send(true);
         if let Err(e) = self.raft.shutdown().await {
@@ -287,17 +296,20 @@ impl MetaNode {
     }
 }
 
-async fn controller_client(addr: &str) -> Option<ControllerClient<tonic::transport::Channel>> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(3));
-    endpoint.connect().await.ok().map(ControllerClient::new)
+/// A client to the controller at `addr`, each request bounded at 3 s.
+fn controller_client(
+    addr: &str,
+    source: Option<std::net::IpAddr>,
+) -> Option<ControllerClient<tonic::transport::Channel>> {
+    let profile = Profile::CONTROLLER.request_timeout(Duration::from_secs(3));
+    weir_proto::channel::lazy(addr, profile, source)
+        .ok()
+        .map(ControllerClient::new)
 }
 
 /// Asks the most caught-up other voter to start an election, and waits (at most 3 s) until
 /// someone else leads.
-async fn hand_over_leadership(raft: &Raft, me: NodeId) {
+async fn hand_over_leadership(raft: &Raft, me: NodeId, source: Option<std::net::IpAddr>) {
     let (is_leader, candidate) = {
         let m = raft.metrics();
         let m = m.borrow();
@@ -314,7 +326,7 @@ async fn hand_over_leadership(raft: &Raft, me: NodeId) {
         return;
     };
     tracing::info!(to = %addr, "handing controller leadership over before shutdown");
-    if let Some(mut client) = controller_client(&addr).await {
+    if let Some(mut client) = controller_client(&addr, source) {
         let _ = client.trigger_election(pb::TriggerElectionRequest {}).await;
     }
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -343,7 +355,7 @@ async fn join_as_learner(raft: Raft, config: MetaConfig, mut shutdown: watch::Re
         }
         let (_, addr) = &config.quorum[attempt % config.quorum.len().max(1)];
         attempt += 1;
-        if let Some(mut client) = controller_client(addr).await {
+        if let Some(mut client) = controller_client(addr, config.source_address) {
             let req = pb::JoinQuorumRequest {
                 node_id: config.node_id,
                 address: config.advertised.clone(),

@@ -5,6 +5,8 @@
 
 #![allow(missing_docs)] // generated code; the documentation lives in the .proto files.
 
+pub mod channel;
+
 /// Shared wire types: the error codes every RPC answers with.
 pub mod common {
     /// Version 1 of the shared types (`weir.common.v1`).

@@ -78,6 +78,11 @@ pub struct Args {
     /// writes back. The window grows with the segment, so idle partitions reserve nothing.
     #[arg(long, env = "WEIR_LOG_PREALLOCATE_BYTES", default_value_t = 256 << 20)]
     pub log_preallocate_bytes: u64,
+    /// Local IP address this node's own connections (to controllers and partition leaders)
+    /// come from. Default: the operating system chooses. For hosts with several interfaces,
+    /// and for tests that tell nodes apart by the address their connections arrive from.
+    #[arg(long, env = "WEIR_SOURCE_ADDRESS")]
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 const EXAMPLES: &str = "Examples:
@@ -128,6 +133,8 @@ pub struct ServerConfig {
     pub replica_lag_time_max: Duration,
     /// Segment preallocation window (bytes; 0: off).
     pub log_preallocate_bytes: u64,
+    /// Source address of outgoing connections.
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 fn loopback_if_unspecified(addr: SocketAddr) -> String {
@@ -240,6 +247,7 @@ impl Args {
             snapshot_entries: self.metadata_snapshot_entries,
             replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms.max(1)),
             log_preallocate_bytes: self.log_preallocate_bytes,
+            source_address: self.source_address,
         })
     }
 }

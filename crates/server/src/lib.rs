@@ -66,6 +66,7 @@ impl Node {
             ..ControllerConfig::default()
         };
         meta_config.snapshot_every = config.snapshot_entries;
+        meta_config.source_address = config.source_address;
         let meta = MetaNode::start(meta_config).await?;
         tracing::info!(addr = %meta.local_addr(), "controller listener up");
 
@@ -94,6 +95,7 @@ impl Node {
                     request_timeout: (config.session_timeout / 3)
                         .clamp(Duration::from_millis(100), Duration::from_secs(1)),
                     leader_hint,
+                    source_address: config.source_address,
                 },
                 meta.subscribe(),
                 lifecycle_stop_rx,
@@ -167,6 +169,7 @@ async fn start_broker(
             log_preallocate_bytes: config.log_preallocate_bytes,
             controllers: config.quorum.iter().map(|(_, a)| a.clone()).collect(),
             incarnation,
+            source_address: config.source_address,
         },
         meta.subscribe(),
         {

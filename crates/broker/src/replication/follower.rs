@@ -176,7 +176,7 @@ async fn session(
 ) -> Result<(), FetchError> {
     let channel = manager
         .broker_address(leader)
-        .and_then(|addr| manager.channel(&addr))
+        .and_then(|addr| manager.leader_channel(&addr))
         .ok_or(FetchError::LeaderAddress(leader))?;
     let mut client = ReplicationClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
 

@@ -17,6 +17,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::netfault::Fault;
 use common::workload::{self, assert_clean, Workload};
 use common::{serial, wait_for, Cluster, STARTUP};
 use rand::rngs::StdRng;
@@ -35,7 +36,21 @@ async fn setup(
     configs: &[(&str, &str)],
     seed: u64,
 ) -> (Cluster, Workload) {
-    let (mut cluster, controller) = Cluster::start_ready(nodes, env).await;
+    let started = Cluster::start_ready(nodes, env).await;
+    setup_on(started, configs, seed).await
+}
+
+/// [`setup`] on a cluster behind fault-injecting proxies (`Cluster::net`).
+async fn setup_proxied(nodes: u64, seed: u64) -> (Cluster, Workload) {
+    let started = Cluster::start_proxied(nodes, &[]).await;
+    setup_on(started, &[], seed).await
+}
+
+async fn setup_on(
+    (mut cluster, controller): (Cluster, u64),
+    configs: &[(&str, &str)],
+    seed: u64,
+) -> (Cluster, Workload) {
     let mut all = vec![("min.insync.replicas", "2")];
     all.extend_from_slice(configs);
     let r = cluster
@@ -62,26 +77,52 @@ async fn setup(
 
 /// The node that leads `partition` now (as some broker sees it).
 async fn leader_of(cluster: &mut Cluster, partition: u32) -> u64 {
-    let bootstrap = cluster.broker_addrs();
-    let addr = wait_for("a partition leader", RECOVERY, || {
-        let b = bootstrap.clone();
-        async move { workload::leaders(&b, TOPIC).await?.remove(&partition) }
-    })
-    .await;
-    cluster
+    let ids: Vec<u64> = cluster.nodes.iter().map(|n| n.id).collect();
+    leader_seen_by(cluster, &ids, partition, |_| true).await
+}
+
+/// The node that leads `partition` as the brokers `via` see it (asked past any proxy), once it
+/// is one that `accept` takes.
+async fn leader_seen_by(
+    cluster: &mut Cluster,
+    via: &[u64],
+    partition: u32,
+    accept: impl Fn(u64) -> bool,
+) -> u64 {
+    let direct: Vec<String> = via
+        .iter()
+        .map(|id| cluster.node(*id).direct_broker_addr())
+        .collect();
+    let ids: Vec<(String, u64)> = cluster
         .nodes
         .iter()
-        .find(|n| n.broker_addr() == addr)
-        .map(|n| n.id)
-        .expect("the leader is one of the nodes")
+        .map(|n| (n.broker_addr(), n.id))
+        .collect();
+    wait_for("a partition leader", RECOVERY, || {
+        let direct = direct.clone();
+        let ids = ids.clone();
+        let accept = &accept;
+        async move {
+            let addr = workload::leaders(&direct, TOPIC)
+                .await?
+                .remove(&partition)?;
+            let id = ids.iter().find(|(a, _)| *a == addr)?.1;
+            accept(id).then_some(id)
+        }
+    })
+    .await
 }
 
 /// Waits until every partition is led with a full ISR of 3: each round of faults starts from a
 /// healthy cluster (otherwise a round may kill the last in-sync replica, and a partition then
 /// rightly stays offline until that replica returns — unclean election is off).
 async fn wait_full_isr(cluster: &mut Cluster) {
+    wait_full_isr_within(cluster, RECOVERY).await
+}
+
+async fn wait_full_isr_within(cluster: &mut Cluster, within: Duration) {
     let bootstrap = cluster.broker_addrs();
-    wait_for("every partition with a full ISR", RECOVERY, || {
+    wait_for("every partition with a full ISR", within, || {
         let b = bootstrap.clone();
         async move {
             // Every broker must agree: one that has not caught up may still show an ISR that
@@ -295,6 +336,152 @@ async fn a_whole_cluster_kill_with_flush_every_message_loses_nothing_acked() {
             cluster.spawn(id);
         }
         w.fault(format!("round {round}: restart every node"));
+        served_again(&mut cluster, &w, "the restart").await;
+    }
+    finish(cluster, w, name, seed).await;
+}
+
+fn cut_or_blackhole(rng: &mut StdRng) -> Fault {
+    if rng.gen_bool(0.5) {
+        Fault::Cut
+    } else {
+        Fault::Blackhole
+    }
+}
+
+/// A follower cut off from every other node and from clients (connections refused, or bytes
+/// dropped) past its session timeout, then healed: the leader goes on with the rest of the ISR
+/// and the follower catches up and rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_isolated_then_healed_keeps_acked_writes() {
+    let _serial = serial();
+    let name = "follower-isolated";
+    let seed = workload::seed(name);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut cluster, w) = setup_proxied(3, seed).await;
+    for round in 0..workload::rounds(2) {
+        wait_full_isr(&mut cluster).await;
+        let p = rng.gen_range(0..PARTITIONS);
+        let leader = leader_of(&mut cluster, p).await;
+        let follower = (1..=3)
+            .filter(|id| *id != leader)
+            .nth(rng.gen_range(0..2))
+            .unwrap();
+        let fault = cut_or_blackhole(&mut rng);
+        cluster.net().isolate(follower, fault);
+        w.fault(format!(
+            "round {round}: isolate node {follower} (follower of {p}, {fault:?})"
+        ));
+        served_again(&mut cluster, &w, "the isolation").await;
+        tokio::time::sleep(pause_ms(&mut rng, 3500, 6000)).await;
+        cluster.net().heal();
+        w.fault(format!("round {round}: heal"));
+        served_again(&mut cluster, &w, "the heal").await;
+    }
+    finish(cluster, w, name, seed).await;
+}
+
+/// The controller leader's node cut off: the other two elect a new controller, the isolated
+/// broker is fenced and leaves every ISR, and no healthy broker is fenced on the way (issue 14:
+/// "a healthy broker is fenced when another node is cut off"). After the heal the isolated
+/// node is back in every ISR within `REJOIN`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_leader_isolated_fences_only_itself_and_loses_nothing() {
+    const REJOIN: Duration = Duration::from_secs(15);
+    let _serial = serial();
+    let name = "controller-isolated";
+    let seed = workload::seed(name);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut cluster, w) = setup_proxied(3, seed).await;
+    for round in 0..workload::rounds(2) {
+        wait_full_isr(&mut cluster).await;
+        let isolated = cluster.wait_leader(RECOVERY).await;
+        let healthy: Vec<u64> = (1..=3).filter(|id| *id != isolated).collect();
+        let fault = cut_or_blackhole(&mut rng);
+        cluster.net().isolate(isolated, fault);
+        w.fault(format!(
+            "round {round}: isolate node {isolated} (controller leader, {fault:?})"
+        ));
+        // Watch the healthy side for the isolation's length: a new controller among them, the
+        // isolated broker fenced, the healthy ones never.
+        let hold = pause_ms(&mut rng, 5000, 7000);
+        let until = std::time::Instant::now() + hold;
+        let (mut new_controller, mut fenced_isolated) = (None, false);
+        while std::time::Instant::now() < until {
+            for via in &healthy {
+                let Some(c) = cluster.describe_cluster_via(*via).await else {
+                    continue;
+                };
+                if healthy.contains(&c.controller_leader) {
+                    new_controller.get_or_insert(c.controller_leader);
+                }
+                for b in &c.brokers {
+                    let fenced = b.state != "active";
+                    assert!(
+                        !(fenced && healthy.contains(&b.id)),
+                        "round {round}: healthy broker {} fenced while node {isolated} was cut off",
+                        b.id
+                    );
+                    fenced_isolated |= fenced && b.id == isolated;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            new_controller.is_some(),
+            "round {round}: no new controller while node {isolated} was cut off"
+        );
+        assert!(
+            fenced_isolated,
+            "round {round}: cut-off broker {isolated} was never fenced"
+        );
+        cluster.net().heal();
+        w.fault(format!("round {round}: heal"));
+        let healed = std::time::Instant::now();
+        wait_full_isr_within(&mut cluster, REJOIN).await;
+        println!(
+            "round {round}: node {isolated} back in every ISR {:?} after the heal",
+            healed.elapsed()
+        );
+        served_again(&mut cluster, &w, "the heal").await;
+    }
+    finish(cluster, w, name, seed).await;
+}
+
+/// The measured loss of issue 14: a partition leader cut off, a follower elected in its place,
+/// then — the old leader back — the new leader killed at once, so that a replica that missed
+/// the start of the new epoch may be elected. Nothing acknowledged with acks=all may be lost,
+/// and the replicas must agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_leader_then_a_killed_successor_loses_nothing_acked() {
+    let _serial = serial();
+    let name = "cut-then-kill";
+    let seed = workload::seed(name);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut cluster, w) = setup_proxied(3, seed).await;
+    for round in 0..workload::rounds(2) {
+        wait_full_isr(&mut cluster).await;
+        let p = rng.gen_range(0..PARTITIONS);
+        let a = leader_of(&mut cluster, p).await;
+        let fault = cut_or_blackhole(&mut rng);
+        cluster.net().isolate(a, fault);
+        w.fault(format!(
+            "round {round}: isolate node {a} (leader of {p}, {fault:?})"
+        ));
+        let others: Vec<u64> = (1..=3).filter(|id| *id != a).collect();
+        let b = leader_seen_by(&mut cluster, &others, p, |id| id != a).await;
+        w.fault(format!("round {round}: node {b} leads {p}"));
+        served_again(&mut cluster, &w, "the isolation").await;
+        tokio::time::sleep(pause_ms(&mut rng, 0, 1500)).await;
+        cluster.net().heal();
+        cluster.kill(b);
+        w.fault(format!(
+            "round {round}: heal, kill -9 node {b} (new leader of {p})"
+        ));
+        served_again(&mut cluster, &w, "the kill").await;
+        tokio::time::sleep(pause_ms(&mut rng, 200, 1500)).await;
+        cluster.spawn(b);
+        w.fault(format!("round {round}: restart node {b}"));
         served_again(&mut cluster, &w, "the restart").await;
     }
     finish(cluster, w, name, seed).await;

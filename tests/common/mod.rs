@@ -3,6 +3,7 @@
 //! when the cluster is dropped, also when a test fails.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod netfault;
 pub mod workload;
 
 use std::io::{Read, Write};
@@ -93,18 +94,36 @@ pub struct Node {
     pub http_port: u16,
     pub data_dir: PathBuf,
     pub voter: bool,
+    /// Ports of the fault-injecting proxies in front of its broker and controller listeners
+    /// (the addresses it advertises), when the cluster has a [`netfault::Network`].
+    pub proxy: Option<(u16, u16)>,
     child: Option<Child>,
     log: PathBuf,
     starts: usize,
 }
 
 impl Node {
+    /// host:port other nodes dial for its controller listener (its proxy, if it has one).
     pub fn controller_addr(&self) -> String {
+        let port = self.proxy.map_or(self.controller_port, |(_, c)| c);
+        format!("127.0.0.1:{port}")
+    }
+
+    /// host:port of the controller listener itself, past any proxy: for the test's own
+    /// observations, which network faults must not hide.
+    pub fn direct_controller_addr(&self) -> String {
         format!("127.0.0.1:{}", self.controller_port)
     }
 
-    /// host:port of the broker listener (clients and replication).
+    /// host:port of the broker (clients and replication) as metadata names it: its proxy, if
+    /// it has one.
     pub fn broker_addr(&self) -> String {
+        let port = self.proxy.map_or(self.broker_port, |(b, _)| b);
+        format!("127.0.0.1:{port}")
+    }
+
+    /// host:port of the broker listener itself, past any proxy.
+    pub fn direct_broker_addr(&self) -> String {
         format!("127.0.0.1:{}", self.broker_port)
     }
 
@@ -120,26 +139,47 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     quorum: String,
     env: Vec<(String, String)>,
+    /// The proxies between the nodes, when started with [`Cluster::start_proxied`].
+    network: Option<netfault::Network>,
     dir: tempfile::TempDir,
 }
 
 impl Cluster {
     /// Starts `voters` combined nodes (ids 1..) and `learners` broker-only nodes after them.
     pub fn start(voters: u64, learners: u64, env: &[(&str, &str)]) -> Self {
+        Self::start_with(voters, learners, env, false)
+    }
+
+    /// Starts `voters` combined nodes behind fault-injecting proxies ([`Cluster::net`]), and
+    /// waits as [`Cluster::start_ready`] does.
+    pub async fn start_proxied(voters: u64, env: &[(&str, &str)]) -> (Self, u64) {
+        let mut cluster = Self::start_with(voters, 0, env, true);
+        let controller = cluster.wait_ready(voters).await;
+        (cluster, controller)
+    }
+
+    fn start_with(voters: u64, learners: u64, env: &[(&str, &str)], proxied: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
+        let network = proxied.then(|| netfault::Network::new((1..=voters + learners).collect()));
         for id in 1..=voters + learners {
-            nodes.push(Node {
+            let node = Node {
                 id,
                 broker_port: free_port(),
                 controller_port: free_port(),
                 http_port: free_port(),
                 data_dir: dir.path().join(format!("node-{id}")),
                 voter: id <= voters,
+                proxy: proxied.then(|| (free_port(), free_port())),
                 child: None,
                 log: dir.path().join(format!("node-{id}.log")),
                 starts: 0,
-            });
+            };
+            if let (Some(net), Some((b, c))) = (&network, node.proxy) {
+                net.proxy(id, b, node.direct_broker_addr().parse().unwrap());
+                net.proxy(id, c, node.direct_controller_addr().parse().unwrap());
+            }
+            nodes.push(node);
         }
         let quorum = nodes
             .iter()
@@ -155,6 +195,7 @@ impl Cluster {
             nodes,
             quorum,
             env,
+            network,
             dir,
         };
         for id in 1..=voters + learners {
@@ -167,12 +208,23 @@ impl Cluster {
     /// and every broker is active; returns the cluster and the controller leader.
     pub async fn start_ready(voters: u64, env: &[(&str, &str)]) -> (Self, u64) {
         let mut cluster = Self::start(voters, 0, env);
-        cluster.wait_healthy(STARTUP).await;
-        let controller = cluster.wait_leader(STARTUP).await;
-        cluster
-            .wait_active_brokers(controller, voters as usize, STARTUP)
-            .await;
+        let controller = cluster.wait_ready(voters).await;
         (cluster, controller)
+    }
+
+    async fn wait_ready(&mut self, voters: u64) -> u64 {
+        self.wait_healthy(STARTUP).await;
+        let controller = self.wait_leader(STARTUP).await;
+        self.wait_active_brokers(controller, voters as usize, STARTUP)
+            .await;
+        controller
+    }
+
+    /// The network between the nodes (only for [`Cluster::start_proxied`] clusters).
+    pub fn net(&self) -> &netfault::Network {
+        self.network
+            .as_ref()
+            .expect("the cluster was not started with proxies")
     }
 
     /// Every node's broker address (host:port), in node order: a bootstrap list.
@@ -213,8 +265,8 @@ impl Cluster {
                     "broker"
                 },
             )
-            .env("WEIR_LISTEN", format!("127.0.0.1:{}", node.broker_port))
-            .env("WEIR_CONTROLLER_LISTEN", node.controller_addr())
+            .env("WEIR_LISTEN", node.direct_broker_addr())
+            .env("WEIR_CONTROLLER_LISTEN", node.direct_controller_addr())
             .env("WEIR_HTTP_LISTEN", format!("127.0.0.1:{}", node.http_port))
             .env("WEIR_CONTROLLER_QUORUM", quorum)
             .env("WEIR_DATA_DIR", &node.data_dir)
@@ -222,6 +274,12 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        if node.proxy.is_some() {
+            cmd.env("WEIR_ADVERTISED_LISTENER", node.broker_addr()).env(
+                "WEIR_SOURCE_ADDRESS",
+                netfault::source_address(id).to_string(),
+            );
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -355,7 +413,7 @@ impl Cluster {
 
     /// A controller client for node `id` (lazy: never blocks).
     pub fn client(&mut self, id: u64) -> ControllerClient<Channel> {
-        let addr = self.node(id).controller_addr();
+        let addr = self.node(id).direct_controller_addr();
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect_timeout(Duration::from_millis(300))
@@ -366,7 +424,7 @@ impl Cluster {
 
     /// A broker client for node `id`'s broker listener (lazy: never blocks).
     pub fn broker_client(&mut self, id: u64) -> BrokerClient<Channel> {
-        let addr = self.node(id).broker_addr();
+        let addr = self.node(id).direct_broker_addr();
         broker_client_at(&addr)
     }
 

@@ -427,6 +427,20 @@ async fn the_controller_leader_isolated_fences_only_itself_and_loses_nothing() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        if new_controller.is_none() || !fenced_isolated {
+            let words = [
+                "fenc",
+                "controller leader",
+                "election",
+                "pre-vote",
+                "session",
+                "WARN",
+                "vote",
+            ];
+            for n in 1..=3 {
+                println!("--- node {n}\n{}", cluster.log_lines(n, &words));
+            }
+        }
         assert!(
             new_controller.is_some(),
             "round {round}: no new controller while node {isolated} was cut off"

@@ -223,6 +223,108 @@ async fn a_minority_cannot_commit() {
     assert!(r.topic.is_some());
 }
 
+/// A follower controller frozen past its election timeout must not take the quorum over when
+/// it wakes (issue 14: "a paused follower takes over the controller"): the leader is healthy and
+/// the other follower still hears from it, so an election would only cost availability. Weir
+/// asks for pre-votes before it starts an election (see `weir_meta::election`).
+#[tokio::test]
+async fn a_paused_follower_controller_does_not_depose_a_healthy_leader() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3, 0, &[]);
+    cluster.wait_healthy(STARTUP).await;
+    let leader = cluster.wait_leader(STARTUP).await;
+    for round in 0..3u64 {
+        let follower = (1..=3)
+            .filter(|id| *id != leader)
+            .nth((round % 2) as usize)
+            .unwrap();
+        cluster.pause(follower, true);
+        // The fault itself: frozen three times the longest election timeout (500 ms).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        cluster.pause(follower, false);
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < until {
+            for id in 1..=3 {
+                if let Some(now) = cluster.leader_via(id).await {
+                    assert_eq!(
+                        now, leader,
+                        "round {round}: node {follower} woke from a 1.5 s pause and node {now} \
+                         leads instead of node {leader} (seen via node {id})"
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Pre-votes are answered "no" by a leader, by a follower that hears its leader, and for a
+/// candidate that is not a voter; asking changes no term and no leader.
+#[tokio::test]
+async fn pre_votes_are_refused_while_the_leader_is_heard_and_change_nothing() {
+    use weir_meta::election::{PreVoteRequest, PreVoteResponse};
+    use weir_proto::raft::v1::raft_client::RaftClient;
+    use weir_proto::raft::v1::RaftMessage;
+    let _serial = serial();
+    // Every broker registered and active: no metadata write is due while the test runs.
+    let (mut cluster, leader) = Cluster::start_ready(3, &[]).await;
+    let before = describe_cluster(&mut cluster, leader)
+        .await
+        .metadata_version;
+    for candidate in [1, 2, 3, 99] {
+        for to in 1..=3u64 {
+            let addr = cluster.node(to).direct_controller_addr();
+            let channel = weir_proto::channel::lazy(
+                &addr,
+                weir_proto::channel::Profile::CONTROLLER.request_timeout(Duration::from_secs(5)),
+                None,
+            )
+            .unwrap();
+            let req = PreVoteRequest {
+                candidate,
+                next_term: u64::MAX,
+                last_log_id: None,
+            };
+            let answer = RaftClient::new(channel)
+                .pre_vote(RaftMessage {
+                    payload: bincode::serialize(&req).unwrap().into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let answer: PreVoteResponse = bincode::deserialize(&answer.payload).unwrap();
+            assert!(
+                !answer.granted,
+                "node {to} granted a pre-vote to {candidate} with a healthy leader {leader}"
+            );
+            let why = if candidate == 99 {
+                "not a voter"
+            } else if to == leader {
+                "leads"
+            } else {
+                "heard from the leader"
+            };
+            assert!(answer.reason.contains(why), "node {to}: {answer:?}");
+        }
+    }
+    assert_eq!(cluster.wait_leader(STARTUP).await, leader);
+    let after = describe_cluster(&mut cluster, leader)
+        .await
+        .metadata_version;
+    assert_eq!(before, after, "a pre-vote changed the metadata log");
+    // Garbage is refused, typed.
+    let addr = cluster.node(leader).direct_controller_addr();
+    let channel =
+        weir_proto::channel::lazy(&addr, weir_proto::channel::Profile::CONTROLLER, None).unwrap();
+    let err = RaftClient::new(channel)
+        .pre_vote(RaftMessage {
+            payload: vec![0xff; 3].into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+}
+
 #[tokio::test]
 async fn a_dead_broker_is_fenced_and_its_partitions_get_new_leaders() {
     let _serial = serial();

@@ -12,6 +12,7 @@
 
 pub mod command;
 pub mod controller;
+pub mod election;
 pub mod network;
 pub mod node;
 pub mod state;

@@ -46,6 +46,7 @@ use weir_proto::raft::v1::raft_client::RaftClient;
 use weir_proto::raft::v1::raft_server::{Raft as RaftRpc, RaftServer};
 use weir_proto::raft::v1::RaftMessage;
 
+use crate::election::{Election, PreVoteRequest, PreVoteResponse};
 use crate::types::{Node, NodeId, Raft, TypeConfig};
 
 /// Largest gRPC message the Raft service and client accept or send: room for a snapshot chunk
@@ -268,12 +269,30 @@ impl RaftNetwork<TypeConfig> for NetworkConnection {
 pub struct RaftService {
     /// The local Raft node.
     raft: Raft,
+    /// The pre-vote driver, told of every accepted leader message; `None`: openraft's own
+    /// elections (pre-votes are then granted).
+    election: Option<Arc<Election>>,
 }
 
 impl RaftService {
     /// A service feeding `raft`.
     pub fn new(raft: Raft) -> Self {
-        Self { raft }
+        Self {
+            raft,
+            election: None,
+        }
+    }
+
+    /// The same, answering pre-votes and noting leader contact for `election`.
+    pub fn with_election(mut self, election: Arc<Election>) -> Self {
+        self.election = Some(election);
+        self
+    }
+
+    fn heard_from_leader(&self) {
+        if let Some(e) = &self.election {
+            e.heard_from_leader();
+        }
     }
 }
 
@@ -285,8 +304,8 @@ impl fmt::Debug for RaftService {
 
 /// The gRPC server of the controller Raft service for `raft`, accepting messages up to
 /// [`MAX_MESSAGE_SIZE`] (snapshot chunks). Add it to a `tonic::transport::Server`.
-pub fn raft_server(raft: Raft) -> RaftServer<RaftService> {
-    RaftServer::new(RaftService::new(raft))
+pub fn raft_server(service: RaftService) -> RaftServer<RaftService> {
+    RaftServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
@@ -325,7 +344,12 @@ impl RaftRpc for RaftService {
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let req: AppendEntriesRequest<TypeConfig> =
             decode_request(request, "AppendEntriesRequest").map_err(|e| *e)?;
-        encode_response(&self.raft.append_entries(req).await).map_err(|e| *e)
+        let result = self.raft.append_entries(req).await;
+        // Any answer but "your vote is stale" means the sender is the leader this node follows.
+        if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.heard_from_leader();
+        }
+        encode_response(&result).map_err(|e| *e)
     }
 
     async fn vote(
@@ -342,6 +366,27 @@ impl RaftRpc for RaftService {
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let req: InstallSnapshotRequest<TypeConfig> =
             decode_request(request, "InstallSnapshotRequest").map_err(|e| *e)?;
-        encode_response(&self.raft.install_snapshot(req).await).map_err(|e| *e)
+        let vote = req.vote;
+        let result = self.raft.install_snapshot(req).await;
+        if matches!(&result, Ok(r) if r.vote == vote) {
+            self.heard_from_leader();
+        }
+        encode_response(&result).map_err(|e| *e)
+    }
+
+    async fn pre_vote(
+        &self,
+        request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let req: PreVoteRequest = decode_request(request, "PreVoteRequest").map_err(|e| *e)?;
+        let answer = match &self.election {
+            Some(election) => election.answer(&req).await,
+            None => PreVoteResponse {
+                granted: true,
+                term: self.raft.metrics().borrow().current_term,
+                reason: String::new(),
+            },
+        };
+        encode_response(&answer).map_err(|e| *e)
     }
 }

@@ -25,7 +25,8 @@ use weir_proto::controller::v1 as pb;
 use weir_proto::controller::v1::controller_client::ControllerClient;
 
 use crate::controller::{Controller, ControllerConfig};
-use crate::network::{raft_server, Network};
+use crate::election::Election;
+use crate::network::{raft_server, Network, RaftService};
 use crate::state::MetadataState;
 use crate::store::{open_store, StateMachineStore};
 use crate::types::{NodeId, Raft};
@@ -151,10 +152,14 @@ impl MetaNode {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: config.snapshot_every.min(1000),
             install_snapshot_timeout: 2000,
+            // Elections start only after a won pre-vote (crate::election), never from
+            // openraft's own timer.
+            enable_elect: false,
             ..Default::default()
         }
         .validate()
         .map_err(|e| NodeError::Config(e.to_string()))?;
+        let log_reader = log_store.clone();
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -188,8 +193,17 @@ impl MetaNode {
         let (shutdown, shutdown_rx) = watch::channel(false);
 
         let mut tasks = Vec::new();
+        let election = Election::new(
+            config.node_id,
+            raft.clone(),
+            log_reader,
+            config.election_timeout,
+            Channels::new(Election::profile(config.election_timeout))
+                .with_source(config.source_address),
+        );
+        let raft_service = RaftService::new(raft.clone()).with_election(Arc::clone(&election));
         let server = Server::builder()
-            .add_service(raft_server(raft.clone()))
+            .add_service(raft_server(raft_service))
             .add_service(controller.service())
             .serve_with_incoming_shutdown(
                 // TCP_NODELAY on accepted sockets (the builder's setting only applies to listeners
@@ -230,6 +244,7 @@ impl MetaNode {
             tasks.push(tokio::spawn(
                 Arc::clone(&controller).run(shutdown_rx.clone()),
             ));
+            tasks.push(tokio::spawn(election.run(shutdown_rx.clone())));
         } else {
             tasks.push(tokio::spawn(join_as_learner(
                 raft.clone(),

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
-use weir_meta::network::{raft_server, Network};
+use weir_meta::network::{raft_server, Network, RaftService};
 use weir_meta::store::{open_store, StateMachineStore};
 use weir_meta::types::Raft;
 use weir_meta::Command;
@@ -161,6 +161,13 @@ impl RaftRpc for FakePeer {
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         self.answer()
     }
+
+    async fn pre_vote(
+        &self,
+        _request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        self.answer()
+    }
 }
 
 /// Serves a fake peer on a free port; returns its address and the server task.
@@ -297,7 +304,7 @@ impl TestNode {
         let (stop_server, stopped) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from_listener(listener, true, None)?;
         let server = Server::builder()
-            .add_service(raft_server(raft.clone()))
+            .add_service(raft_server(RaftService::new(raft.clone())))
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
             });

@@ -1,0 +1,329 @@
+//! When a controller starts an election: pre-vote (Raft thesis §9.6) on top of openraft 0.9,
+//! which has none.
+//!
+//! openraft's own election timer is turned off (`Config::enable_elect = false`); [`Election`]
+//! runs in its place on every voter. A voter that has heard from no leader for its election
+//! timeout (a random time in `[max, 2·max − min]` of the configured range, so that peers'
+//! leases have run out) first asks every other voter, with the `PreVote` RPC, whether it would
+//! vote for it in the next term. Only with a majority of "yes" (its own included) does it start
+//! the real election (`Raft::trigger().elect()`). A pre-vote changes nothing on the receiver:
+//! no term moves, no vote is stored.
+//!
+//! A voter answers "yes" only if all of these hold:
+//! - the candidate is a voter of the current membership;
+//! - the receiver does not lead (a leader answers for itself that it is alive);
+//! - it has not heard from a leader for the leader lease (openraft's lease: the election
+//!   timeout's upper bound; within it openraft would refuse the real vote anyway);
+//! - the candidate's next term is not behind the receiver's term, and its last log id is at
+//!   least the receiver's (the real vote's rule).
+//!
+//! So a voter that merely missed heartbeats — paused, or cut off from the leader while the rest
+//! of the quorum still hears it — cannot force an election on waking that the healthy leader did
+//! not need (Kafka KRaft has the same rule, KIP-996). A dead or cut-off leader is replaced as
+//! before: its followers stop hearing it, their leases run out, and the first whose timeout
+//! fires gets every "yes".
+//!
+//! "Heard from a leader" is recorded by the Raft service ([`Election::heard_from_leader`]) each
+//! time the local Raft node accepts an AppendEntries or a snapshot chunk.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use openraft::storage::RaftLogStorage;
+use openraft::{LogId, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use weir_proto::channel::{Channels, Profile};
+use weir_proto::raft::v1::raft_client::RaftClient;
+use weir_proto::raft::v1::RaftMessage;
+
+use crate::store::LogStore;
+use crate::types::{NodeId, Raft};
+
+/// "Would you vote for me in `next_term`?"
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PreVoteRequest {
+    /// The asking voter.
+    pub candidate: NodeId,
+    /// The term it would stand for: its current term + 1.
+    pub next_term: u64,
+    /// Its last log id.
+    pub last_log_id: Option<LogId<NodeId>>,
+}
+
+/// The answer to a [`PreVoteRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PreVoteResponse {
+    /// Whether the receiver would vote for the candidate.
+    pub granted: bool,
+    /// The receiver's current term.
+    pub term: u64,
+    /// Why not, when not granted (for the candidate's log).
+    pub reason: String,
+}
+
+/// The pre-vote election driver of one voter, and its answers to other voters' pre-votes.
+pub struct Election {
+    me: NodeId,
+    raft: Raft,
+    log: LogStore,
+    /// Election timeout range (openraft's `election_timeout_min/max`).
+    timeout: (Duration, Duration),
+    /// Last time the local Raft node accepted a leader's AppendEntries or snapshot chunk, or
+    /// led; `None`: never since start.
+    contact: Mutex<Option<Instant>>,
+    peers: Channels,
+}
+
+impl Election {
+    /// The driver for voter `me` of `raft` (whose log store is `log`), with openraft's election
+    /// timeout range `timeout`; pre-votes go out over `peers`.
+    pub fn new(
+        me: NodeId,
+        raft: Raft,
+        log: LogStore,
+        timeout: (Duration, Duration),
+        peers: Channels,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            me,
+            raft,
+            log,
+            timeout,
+            contact: Mutex::new(None),
+            peers,
+        })
+    }
+
+    /// The channel profile pre-votes use: a pre-vote unanswered within the election timeout's
+    /// lower bound is a "no".
+    pub fn profile(timeout: (Duration, Duration)) -> Profile {
+        Profile::CONTROLLER.request_timeout(timeout.0)
+    }
+
+    /// Notes that the local Raft node just accepted a message from the leader.
+    pub fn heard_from_leader(&self) {
+        *self.contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    fn since_contact(&self) -> Option<Duration> {
+        self.contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|c| c.elapsed())
+    }
+
+    /// The leader lease: openraft refuses real votes this long after a leader's message.
+    fn lease(&self) -> Duration {
+        self.timeout.1
+    }
+
+    /// A random election timeout in `[max, 2·max − min]`.
+    fn next_timeout(&self) -> Duration {
+        let (min, max) = self.timeout;
+        let spread = max.saturating_sub(min).as_millis() as u64;
+        let jitter = if spread == 0 {
+            0
+        } else {
+            random_u64() % spread
+        };
+        max + Duration::from_millis(jitter)
+    }
+
+    async fn last_log_id(&self) -> Option<LogId<NodeId>> {
+        let mut log = self.log.clone();
+        match log.get_log_state().await {
+            Ok(state) => state.last_log_id,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the log state for a pre-vote");
+                None
+            }
+        }
+    }
+
+    /// This voter's answer to `req`. Changes nothing.
+    pub async fn answer(&self, req: &PreVoteRequest) -> PreVoteResponse {
+        let (state, term, candidate_is_voter) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let voter = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == req.candidate);
+            (m.state, m.current_term, voter)
+        };
+        let deny = |reason: String| PreVoteResponse {
+            granted: false,
+            term,
+            reason,
+        };
+        if !candidate_is_voter {
+            return deny(format!("node {} is not a voter", req.candidate));
+        }
+        if state == ServerState::Leader {
+            return deny(format!("node {} leads term {term}", self.me));
+        }
+        if let Some(since) = self.since_contact() {
+            if since < self.lease() {
+                return deny(format!(
+                    "node {} heard from the leader {} ms ago",
+                    self.me,
+                    since.as_millis()
+                ));
+            }
+        }
+        if req.next_term < term {
+            return deny(format!("term {} is behind term {term}", req.next_term));
+        }
+        let mine = self.last_log_id().await;
+        if req.last_log_id < mine {
+            return deny(format!(
+                "log {:?} is behind node {}'s {mine:?}",
+                req.last_log_id, self.me
+            ));
+        }
+        PreVoteResponse {
+            granted: true,
+            term,
+            reason: String::new(),
+        }
+    }
+
+    /// Runs until `shutdown`: each time no leader has been heard from for an election timeout,
+    /// a pre-vote round, and an election when it wins.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let tick = (self.timeout.0 / 5).max(Duration::from_millis(10));
+        let mut timeout = self.next_timeout();
+        let mut next_attempt = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let (state, voters, term) = {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                let voters: Vec<(NodeId, String)> = m
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .filter_map(|id| {
+                        let node = m.membership_config.membership().get_node(&id)?;
+                        Some((id, node.addr.clone()))
+                    })
+                    .collect();
+                (m.state, voters, m.current_term)
+            };
+            if state == ServerState::Leader {
+                self.heard_from_leader();
+                continue;
+            }
+            if !voters.iter().any(|(id, _)| *id == self.me) || state == ServerState::Shutdown {
+                continue;
+            }
+            let quiet = self.since_contact().is_none_or(|since| since >= timeout);
+            if !quiet || Instant::now() < next_attempt {
+                continue;
+            }
+            timeout = self.next_timeout();
+            next_attempt = Instant::now() + timeout;
+            let req = PreVoteRequest {
+                candidate: self.me,
+                next_term: term + 1,
+                last_log_id: self.last_log_id().await,
+            };
+            let round_started = Instant::now();
+            let won = self.pre_vote_round(&req, &voters).await;
+            // A leader may have been elected while the round ran (a "yes" from a candidate that
+            // then won): an election now would depose it.
+            let heard_since = self
+                .since_contact()
+                .is_some_and(|since| since < round_started.elapsed());
+            if won && !heard_since {
+                tracing::info!(
+                    term = req.next_term,
+                    "won the pre-vote; starting an election"
+                );
+                if let Err(e) = self.raft.trigger().elect().await {
+                    tracing::warn!(error = %e, "starting an election");
+                }
+            }
+        }
+    }
+
+    /// Asks every other voter; true with a majority of "yes", this voter's own counted.
+    async fn pre_vote_round(&self, req: &PreVoteRequest, voters: &[(NodeId, String)]) -> bool {
+        let needed = voters.len() / 2 + 1;
+        let mut granted = 1;
+        if granted >= needed {
+            return true;
+        }
+        let Ok(payload) = bincode::serialize(req) else {
+            return false;
+        };
+        let asks = voters
+            .iter()
+            .filter(|(id, _)| *id != self.me)
+            .map(|(id, addr)| {
+                let channel = self.peers.get(addr);
+                let payload = payload.clone();
+                async move {
+                    let mut client = RaftClient::new(channel.ok()?);
+                    let answer = client
+                        .pre_vote(RaftMessage {
+                            payload: payload.into(),
+                        })
+                        .await;
+                    let answer: PreVoteResponse = match answer {
+                        Ok(r) => bincode::deserialize(&r.into_inner().payload).ok()?,
+                        Err(status) => {
+                            tracing::debug!(peer = id, error = %status, "pre-vote not answered");
+                            return None;
+                        }
+                    };
+                    Some((*id, answer))
+                }
+            });
+        // Counted as they come: the round ends at a majority, without waiting for a voter that
+        // does not answer (down, or cut off) to time out.
+        let mut asks: futures::stream::FuturesUnordered<_> = asks.collect();
+        while let Some(answer) = asks.next().await {
+            let Some((id, answer)) = answer else {
+                continue;
+            };
+            if answer.granted {
+                granted += 1;
+                if granted >= needed {
+                    break;
+                }
+            } else {
+                tracing::debug!(peer = id, reason = %answer.reason, "pre-vote refused");
+            }
+        }
+        tracing::debug!(granted, needed, term = req.next_term, "pre-vote round");
+        granted >= needed
+    }
+}
+
+impl std::fmt::Debug for Election {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Election")
+            .field("me", &self.me)
+            .field("timeout", &self.timeout)
+            .field("since_contact", &self.since_contact())
+            .finish()
+    }
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}

@@ -175,6 +175,99 @@ async fn a_wiped_node_catches_up_by_snapshot() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// Every topic the quorum knows, read through node `via` (linearized at the leader); `None`
+/// when there is no leader to answer.
+fn topics_via(
+    cluster: &mut Cluster,
+    via: u64,
+) -> impl std::future::Future<Output = Option<Vec<String>>> + 'static {
+    let mut client = cluster.client(via);
+    async move {
+        let r = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.describe_topics(pb::DescribeTopicsRequest { names: vec![] }),
+        )
+        .await
+        .ok()?
+        .ok()?
+        .into_inner();
+        if r.error.is_some() {
+            return None;
+        }
+        let mut names: Vec<String> = r.topics.into_iter().map(|t| t.name).collect();
+        names.sort();
+        Some(names)
+    }
+}
+
+/// Issue 14 item 9: a voter that lost its metadata store must not vote until it holds what
+/// the quorum committed. Leader A and follower C commit five topics while follower B is frozen;
+/// C's store is wiped, A is killed, B wakes and C restarts empty. An empty C that voted would
+/// elect B, which lacks the topics, and A would later truncate them away. C must withhold its
+/// vote: no leader until A is back, and then every topic is still there.
+#[tokio::test]
+async fn a_wiped_voter_withholds_its_vote_until_it_has_caught_up() {
+    let _serial = serial();
+    let (mut cluster, a) = Cluster::start_ready(3, &[]).await;
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != a).collect();
+    let (b, c) = (followers[0], followers[1]);
+    cluster.pause(b, true);
+    let mut created = Vec::new();
+    for i in 0..5 {
+        let name = format!("committed-{i}");
+        let r = cluster.create_topic(a, &name, 1, 1).await.unwrap();
+        assert!(r.error.is_none(), "{:?}", r.error);
+        created.push(name);
+    }
+    cluster.kill(c);
+    cluster.wipe(c);
+    cluster.kill(a);
+    cluster.pause(b, false);
+    cluster.spawn(c);
+    // Without A, the only complete log, nobody may lead: B lacks the topics and C has nothing.
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        for via in [b, c] {
+            if let Some(topics) = topics_via(&mut cluster, via).await {
+                panic!(
+                    "a leader was elected without node {a} (via node {via}), knowing topics \
+                     {topics:?} of {created:?}\n--- node {c}\n{}",
+                    cluster.log_tail(c)
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.spawn(a);
+    let topics = wait_for("a leader again", STARTUP, || topics_via(&mut cluster, b)).await;
+    for name in &created {
+        assert!(
+            topics.contains(name),
+            "committed topic {name} lost: {topics:?}"
+        );
+    }
+    // C catches up and votes again: it is in sync with the leader.
+    let leader = cluster.wait_leader(STARTUP).await;
+    wait_for("the wiped voter caught up", STARTUP, || {
+        let view = cluster.describe_cluster_via(leader);
+        async move {
+            let r = view.await?;
+            let v = r.voters.iter().find(|v| v.id == c)?;
+            (v.lag == 0).then_some(())
+        }
+    })
+    .await;
+    wait_for("the wiped voter voting again", STARTUP, || {
+        let said = cluster.log_lines(c, &["voting again"]);
+        async move { (!said.is_empty()).then_some(()) }
+    })
+    .await;
+    assert!(
+        !cluster.log_lines(c, &["lost its store"]).is_empty(),
+        "the wiped voter did not warn that it lost its store"
+    );
+}
+
 #[tokio::test]
 async fn a_minority_cannot_commit() {
     let _serial = serial();

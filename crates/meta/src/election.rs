@@ -23,15 +23,39 @@
 //! before: its followers stop hearing it, their leases run out, and the first whose timeout
 //! fires gets every "yes".
 //!
+//! ## A voter that lost its metadata store
+//!
+//! A voter whose store is empty when it starts, in a quorum of several voters, cannot tell a
+//! new quorum from one it belonged to and lost its disk in. An empty voter that voted would
+//! grant its vote to any candidate (every log is at least as long as nothing), so with one
+//! lagging voter it could elect a leader that lacks committed entries, which are then lost.
+//! So it starts with its vote withheld ([`Election::join`]) and asks the other voters
+//! (`Probe`):
+//! - if any holds a log past the initial membership entry, or knows a leader, the quorum
+//!   exists: the voter keeps its vote withheld (Vote and PreVote refused, no election) while the
+//!   leader replicates to it — it is still a member under its id — until its log reaches the
+//!   leader's last log index as the leader answered it, then votes again. This is the safety of
+//!   Kafka's "rejoin as an observer, then be promoted" (KIP-853) without two membership
+//!   changes; it logs a warning, for the operator to learn that a disk was lost;
+//! - if a majority of voters (itself included) answer with empty logs, the quorum is new:
+//!   it initializes it, as every voter of a new quorum does;
+//! - otherwise it waits, vote withheld, and asks again.
+//!
+//! A majority that lost its stores at once cannot be told from a new quorum by anyone: that is
+//! a loss of the metadata, as in any Raft system. A single-voter quorum initializes at once (the
+//! zero-argument start).
+//!
 //! "Heard from a leader" is recorded by the Raft service ([`Election::heard_from_leader`]) each
 //! time the local Raft node accepts an AppendEntries or a snapshot chunk.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use openraft::storage::RaftLogStorage;
-use openraft::{LogId, ServerState};
+use openraft::{BasicNode, LogId, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use weir_proto::channel::{Channels, Profile};
@@ -63,6 +87,46 @@ pub struct PreVoteResponse {
     pub reason: String,
 }
 
+/// "What do you hold?" (see [`Election::join`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProbeRequest {
+    /// The asking voter.
+    pub from: NodeId,
+}
+
+/// What a voter holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProbeResponse {
+    /// Its last log index (`None`: an empty log).
+    pub last_log_index: Option<u64>,
+    /// The leader it knows.
+    pub leader: Option<NodeId>,
+    /// Whether it leads.
+    pub is_leader: bool,
+    /// Its current term.
+    pub term: u64,
+}
+
+impl ProbeResponse {
+    /// What `raft` holds now.
+    pub fn of(raft: &Raft) -> Self {
+        let m = raft.metrics();
+        let m = m.borrow();
+        Self {
+            last_log_index: m.last_log_index,
+            leader: m.current_leader,
+            is_leader: m.state == ServerState::Leader,
+            term: m.current_term,
+        }
+    }
+
+    /// Whether this voter belongs to a quorum that has done anything: a log past the initial
+    /// membership entry (index 0), or a known leader.
+    fn quorum_exists(&self) -> bool {
+        self.last_log_index.unwrap_or(0) > 0 || self.leader.is_some()
+    }
+}
+
 /// The pre-vote election driver of one voter, and its answers to other voters' pre-votes.
 pub struct Election {
     me: NodeId,
@@ -73,6 +137,8 @@ pub struct Election {
     /// Last time the local Raft node accepted a leader's AppendEntries or snapshot chunk, or
     /// led; `None`: never since start.
     contact: Mutex<Option<Instant>>,
+    /// Set while this voter must not vote: it started with an empty store (see [`Election::join`]).
+    withheld: AtomicBool,
     peers: Channels,
 }
 
@@ -92,6 +158,7 @@ impl Election {
             log,
             timeout,
             contact: Mutex::new(None),
+            withheld: AtomicBool::new(false),
             peers,
         })
     }
@@ -100,6 +167,17 @@ impl Election {
     /// lower bound is a "no".
     pub fn profile(timeout: (Duration, Duration)) -> Profile {
         Profile::CONTROLLER.request_timeout(timeout.0)
+    }
+
+    /// From now until [`Election::join`] releases it, this voter refuses votes and pre-votes
+    /// and starts no election.
+    pub fn withhold_votes(&self) {
+        self.withheld.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether this voter withholds its vote (it is catching up after losing its store).
+    pub fn votes_withheld(&self) -> bool {
+        self.withheld.load(Ordering::SeqCst)
     }
 
     /// Notes that the local Raft node just accepted a message from the leader.
@@ -162,6 +240,12 @@ impl Election {
         if !candidate_is_voter {
             return deny(format!("node {} is not a voter", req.candidate));
         }
+        if self.votes_withheld() {
+            return deny(format!(
+                "node {} withholds its vote until it has caught up",
+                self.me
+            ));
+        }
         if state == ServerState::Leader {
             return deny(format!("node {} leads term {term}", self.me));
         }
@@ -220,7 +304,10 @@ impl Election {
                 self.heard_from_leader();
                 continue;
             }
-            if !voters.iter().any(|(id, _)| *id == self.me) || state == ServerState::Shutdown {
+            if !voters.iter().any(|(id, _)| *id == self.me)
+                || state == ServerState::Shutdown
+                || self.votes_withheld()
+            {
                 continue;
             }
             let quiet = self.since_contact().is_none_or(|since| since >= timeout);
@@ -307,12 +394,124 @@ impl Election {
     }
 }
 
+impl Election {
+    /// Joins the quorum `members` as a voter that started with an empty store (see the module
+    /// docs): initializes a new quorum, or rejoins an existing one with its vote withheld until
+    /// it has caught up. Returns when this voter votes again, or at `shutdown`.
+    pub async fn join(
+        self: Arc<Self>,
+        members: BTreeMap<NodeId, BasicNode>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        self.withhold_votes();
+        let needed = members.len() / 2 + 1;
+        let mut rejoining = false;
+        let mut last_note: Option<Instant> = None;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let answers = self.probe(&members).await;
+            if !rejoining && answers.iter().any(|(_, a)| a.quorum_exists()) {
+                rejoining = true;
+                tracing::warn!(
+                    "this voter's metadata store is empty, but the quorum already has a log: it \
+                     lost its store; rejoining, its vote withheld until it has caught up"
+                );
+            }
+            if rejoining {
+                if let Some((leader, a)) = answers.iter().find(|(_, a)| a.is_leader) {
+                    let target = a.last_log_index.unwrap_or(0);
+                    if self.caught_up_to(target, &mut shutdown).await {
+                        self.withheld.store(false, Ordering::SeqCst);
+                        tracing::info!(
+                            leader,
+                            index = target,
+                            "caught up with the quorum after losing the metadata store; voting again"
+                        );
+                        return;
+                    }
+                }
+            } else if 1 + answers.len() >= needed {
+                match self.raft.initialize(members.clone()).await {
+                    Ok(()) => tracing::info!(node = self.me, "initialized the metadata quorum"),
+                    Err(e) => tracing::debug!(error = %e, "quorum already initialized"),
+                }
+                self.withheld.store(false, Ordering::SeqCst);
+                return;
+            }
+            if last_note.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                last_note = Some(Instant::now());
+                tracing::info!(
+                    answered = answers.len(),
+                    needed = needed - 1,
+                    rejoining,
+                    "metadata store empty: waiting for the other voters (vote withheld)"
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Waits (at most 5 s) until the local log reaches `target`; true if it did.
+    async fn caught_up_to(&self, target: u64, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if metrics.borrow().last_log_index >= Some(target) {
+                return true;
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return false },
+                _ = tokio::time::sleep_until(deadline) => return false,
+                _ = shutdown.changed() => return false,
+            }
+        }
+    }
+
+    /// Asks every other member what it holds; the answers that came (bounded by the channel's
+    /// request timeout).
+    async fn probe(&self, members: &BTreeMap<NodeId, BasicNode>) -> Vec<(NodeId, ProbeResponse)> {
+        let Ok(payload) = bincode::serialize(&ProbeRequest { from: self.me }) else {
+            return Vec::new();
+        };
+        let asks = members
+            .iter()
+            .filter(|(id, _)| **id != self.me)
+            .map(|(id, node)| {
+                let channel = self.peers.get(&node.addr);
+                let payload = payload.clone();
+                async move {
+                    let mut client = RaftClient::new(channel.ok()?);
+                    let r = client
+                        .probe(RaftMessage {
+                            payload: payload.into(),
+                        })
+                        .await
+                        .ok()?;
+                    let answer: ProbeResponse =
+                        bincode::deserialize(&r.into_inner().payload).ok()?;
+                    Some((*id, answer))
+                }
+            });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
 impl std::fmt::Debug for Election {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Election")
             .field("me", &self.me)
             .field("timeout", &self.timeout)
             .field("since_contact", &self.since_contact())
+            .field("withheld", &self.votes_withheld())
             .finish()
     }
 }

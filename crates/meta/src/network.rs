@@ -46,7 +46,7 @@ use weir_proto::raft::v1::raft_client::RaftClient;
 use weir_proto::raft::v1::raft_server::{Raft as RaftRpc, RaftServer};
 use weir_proto::raft::v1::RaftMessage;
 
-use crate::election::{Election, PreVoteRequest, PreVoteResponse};
+use crate::election::{Election, PreVoteRequest, PreVoteResponse, ProbeRequest, ProbeResponse};
 use crate::types::{Node, NodeId, Raft, TypeConfig};
 
 /// Largest gRPC message the Raft service and client accept or send: room for a snapshot chunk
@@ -357,6 +357,11 @@ impl RaftRpc for RaftService {
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let req: VoteRequest<NodeId> = decode_request(request, "VoteRequest").map_err(|e| *e)?;
+        if self.election.as_ref().is_some_and(|e| e.votes_withheld()) {
+            return Err(tonic::Status::unavailable(
+                "this voter lost its metadata store and withholds its vote until it has caught up",
+            ));
+        }
         encode_response(&self.raft.vote(req).await).map_err(|e| *e)
     }
 
@@ -388,5 +393,13 @@ impl RaftRpc for RaftService {
             },
         };
         encode_response(&answer).map_err(|e| *e)
+    }
+
+    async fn probe(
+        &self,
+        request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let _: ProbeRequest = decode_request(request, "ProbeRequest").map_err(|e| *e)?;
+        encode_response(&ProbeResponse::of(&self.raft)).map_err(|e| *e)
     }
 }

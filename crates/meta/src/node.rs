@@ -201,6 +201,14 @@ impl MetaNode {
             Channels::new(Election::profile(config.election_timeout))
                 .with_source(config.source_address),
         );
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        if config.voter && !initialized && config.quorum.len() > 1 {
+            // Before the listener answers anything: see Election::join below.
+            election.withhold_votes();
+        }
         let raft_service = RaftService::new(raft.clone()).with_election(Arc::clone(&election));
         let server = Server::builder()
             .add_service(raft_server(raft_service))
@@ -229,17 +237,19 @@ impl MetaNode {
                 .iter()
                 .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
                 .collect();
-            let initialized = raft
-                .is_initialized()
-                .await
-                .map_err(|e| NodeError::Raft(e.to_string()))?;
-            if !initialized {
+            if !initialized && members.len() == 1 {
                 match raft.initialize(members).await {
                     Ok(()) => {
                         tracing::info!(node = config.node_id, "initialized the metadata quorum")
                     }
                     Err(e) => tracing::debug!(error = %e, "quorum already initialized"),
                 }
+            } else if !initialized {
+                // An empty store in a quorum of several: a new quorum, or this voter lost its
+                // store (crate::election, "A voter that lost its metadata store").
+                tasks.push(tokio::spawn(
+                    Arc::clone(&election).join(members, shutdown_rx.clone()),
+                ));
             }
             tasks.push(tokio::spawn(
                 Arc::clone(&controller).run(shutdown_rx.clone()),

@@ -168,6 +168,13 @@ impl RaftRpc for FakePeer {
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         self.answer()
     }
+
+    async fn probe(
+        &self,
+        _request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        self.answer()
+    }
 }
 
 /// Serves a fake peer on a free port; returns its address and the server task.

@@ -350,8 +350,8 @@ fn cut_or_blackhole(rng: &mut StdRng) -> Fault {
 }
 
 /// A follower cut off from every other node and from clients (connections refused, or bytes
-/// dropped) past its session timeout, then healed: the leader goes on with the rest of the ISR
-/// and the follower catches up and rejoins.
+/// dropped) past its session timeout, or its every link slowed by 100–400 ms, then healed: the
+/// leader goes on with the rest of the ISR and the follower catches up and rejoins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_isolated_then_healed_keeps_acked_writes() {
     let _serial = serial();
@@ -359,7 +359,7 @@ async fn a_follower_isolated_then_healed_keeps_acked_writes() {
     let seed = workload::seed(name);
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut cluster, w) = setup_proxied(3, seed).await;
-    for round in 0..workload::rounds(2) {
+    for round in 0..workload::rounds(3) {
         wait_full_isr(&mut cluster).await;
         let p = rng.gen_range(0..PARTITIONS);
         let leader = leader_of(&mut cluster, p).await;
@@ -367,7 +367,12 @@ async fn a_follower_isolated_then_healed_keeps_acked_writes() {
             .filter(|id| *id != leader)
             .nth(rng.gen_range(0..2))
             .unwrap();
-        let fault = cut_or_blackhole(&mut rng);
+        // Cut off, or only slow: every byte to and from it 100–400 ms late.
+        let fault = match rng.gen_range(0..3) {
+            0 => Fault::Cut,
+            1 => Fault::Blackhole,
+            _ => Fault::Delay(pause_ms(&mut rng, 100, 400)),
+        };
         cluster.net().isolate(follower, fault);
         w.fault(format!(
             "round {round}: isolate node {follower} (follower of {p}, {fault:?})"

@@ -286,6 +286,24 @@ impl Cluster {
         node.child = Some(cmd.spawn().expect("spawning weir-server"));
     }
 
+    /// The process id of node `id`, while it runs.
+    pub fn pid(&mut self, id: u64) -> Option<u32> {
+        self.node(id).child.as_ref().map(Child::id)
+    }
+
+    /// A field of node `id`'s `/proc/<pid>/status` in kB (`VmRSS`, `VmHWM` = peak RSS).
+    pub fn memory_kb(&mut self, id: u64, field: &str) -> Option<u64> {
+        let pid = self.pid(id)?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
     /// SIGKILL: the process dies with no chance to clean up.
     pub fn kill(&mut self, id: u64) {
         if let Some(mut child) = self.node(id).child.take() {

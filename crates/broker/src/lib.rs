@@ -12,6 +12,7 @@
 pub mod convert;
 pub mod error;
 pub mod lifecycle;
+pub mod limits;
 pub mod manager;
 pub mod partition;
 pub mod replication;

@@ -3,7 +3,8 @@
 //! here; partitions do the bookkeeping. The replication API (`Replication`) is served by the
 //! same [`BrokerService`], in [`crate::replication::leader`].
 //!
-//! Bounds: request messages are limited to [`MAX_REQUEST_BYTES`]; produce requests hold
+//! Bounds: request messages are limited to [`MAX_REQUEST_BYTES`] (1 MiB but for produce:
+//! [`crate::limits`]); a Metadata request names at most [`MAX_METADATA_TOPICS`] topics; produce requests hold
 //! permits from one shared budget of in-flight bytes ([`MAX_IN_FLIGHT_BYTES`]) until answered;
 //! fetch answers are capped at [`MAX_FETCH_BYTES`] and each stream buffers at most two answers,
 //! so a slow consumer slows its own stream and costs the broker nothing more. A client that
@@ -35,6 +36,11 @@ use crate::partition::Partition;
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 /// Produce bytes being appended or awaiting acks=all, across all clients.
 pub const MAX_IN_FLIGHT_BYTES: usize = 256 * 1024 * 1024;
+/// Most distinct topics one Metadata request may name: the answer holds one entry per distinct
+/// name, so the names are deduplicated and bounded before any work (a request of 8,000,000
+/// empty names once built a ~192 MB answer). More is refused with INVALID_REQUEST. Asking for
+/// every topic (no names) is not bounded by this.
+pub const MAX_METADATA_TOPICS: usize = 10_000;
 /// Largest fetch answer, whatever a client asks for.
 pub const MAX_FETCH_BYTES: usize = 8 * 1024 * 1024;
 /// acks=all timeout when the request gives none.
@@ -67,11 +73,16 @@ impl BrokerService {
         }
     }
 
-    /// The client API server.
-    pub fn broker_server(&self) -> pb::broker_server::BrokerServer<Self> {
-        pb::broker_server::BrokerServer::new(self.clone())
-            .max_decoding_message_size(MAX_REQUEST_BYTES)
-            .max_encoding_message_size(MAX_FETCH_BYTES + 1024 * 1024)
+    /// The client API server (requests of all methods but the produce ones capped at
+    /// [`crate::limits::SMALL_REQUEST_BYTES`]).
+    pub fn broker_server(
+        &self,
+    ) -> crate::limits::SmallRequests<pb::broker_server::BrokerServer<Self>> {
+        crate::limits::SmallRequests::new(
+            pb::broker_server::BrokerServer::new(self.clone())
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_FETCH_BYTES + 1024 * 1024),
+        )
     }
 
     /// The replication API server.
@@ -339,7 +350,9 @@ async fn fetch_loop(
         max_bytes
     };
     let max_wait = Duration::from_millis(u64::from(req.max_wait_ms.clamp(1, 30_000)));
-    let min_bytes = req.min_bytes as usize;
+    // A wait for more than one answer can hold would never end early and would re-read up to
+    // `max_bytes` on every append (`min_bytes: u32::MAX`): at most `max_bytes`.
+    let min_bytes = (req.min_bytes as usize).min(max_bytes);
     let mut offset = req.offset;
     let mut views = part.subscribe();
     loop {
@@ -426,6 +439,24 @@ impl pb::broker_server::Broker for BrokerService {
         req: Request<pb::MetadataRequest>,
     ) -> Result<Response<pb::MetadataResponse>, Status> {
         let req = req.into_inner();
+        let mut seen = std::collections::HashSet::new();
+        let names: Vec<&String> = req
+            .topics
+            .iter()
+            .filter(|n| seen.len() <= MAX_METADATA_TOPICS && seen.insert(n.as_str()))
+            .collect();
+        if names.len() > MAX_METADATA_TOPICS {
+            let e = BrokerError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "a Metadata request may name at most {MAX_METADATA_TOPICS} distinct topics"
+                ),
+            );
+            return Ok(Response::new(pb::MetadataResponse {
+                error: Some(e.to_wire()),
+                ..Default::default()
+            }));
+        }
         let state = self.manager.metadata();
         let brokers = state
             .brokers
@@ -454,11 +485,11 @@ impl pb::broker_server::Broker for BrokerService {
                 })
                 .collect(),
         };
-        let topics = if req.topics.is_empty() {
+        let topics = if names.is_empty() {
             state.topics.values().map(describe).collect()
         } else {
-            req.topics
-                .iter()
+            names
+                .into_iter()
                 .map(|name| match state.topics.get(name) {
                     Some(t) => describe(t),
                     None => pb::TopicMetadata {
@@ -480,6 +511,7 @@ impl pb::broker_server::Broker for BrokerService {
             topics,
             controller_id: self.manager.controller_leader().unwrap_or(0),
             metadata_version: state.version,
+            error: None,
         }))
     }
 

@@ -194,6 +194,40 @@ fn new_topic_id() -> String {
     format!("{a:016x}{:016x}", h.finish())
 }
 
+/// Longest broker address (`host:port`) or rack name a broker may register: every Metadata
+/// answer carries them, so they are bounded (a 4 MB address once made every answer exceed its
+/// limit, for good).
+pub const MAX_REGISTRATION_FIELD: usize = 255;
+
+/// Most brokers the cluster registers; a registration of a new id past it is refused (brokers
+/// are never removed yet, so registrations of made-up ids must not grow every Metadata answer
+/// without end).
+pub const MAX_BROKERS: usize = 1000;
+
+/// Whether `address` is a `host:port` and `rack` a name, both within
+/// [`MAX_REGISTRATION_FIELD`] bytes of printable ASCII.
+fn check_registration(address: &str, rack: &str) -> Result<(), String> {
+    let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
+    if address.is_empty() || address.len() > MAX_REGISTRATION_FIELD || !printable(address) {
+        return Err(format!(
+            "a broker address is host:port, at most {MAX_REGISTRATION_FIELD} printable bytes"
+        ));
+    }
+    let port = address
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.is_empty())
+        .and_then(|(_, port)| port.parse::<u16>().ok());
+    if port.is_none_or(|p| p == 0) {
+        return Err(format!("broker address `{address}` is not host:port"));
+    }
+    if rack.len() > MAX_REGISTRATION_FIELD || !printable(rack) {
+        return Err(format!(
+            "a rack name is at most {MAX_REGISTRATION_FIELD} printable bytes"
+        ));
+    }
+    Ok(())
+}
+
 impl Controller {
     /// A controller for node `id`.
     pub fn new(
@@ -556,10 +590,19 @@ impl pb::controller_server::Controller for ControllerService {
     ) -> Result<Response<pb::RegisterBrokerResponse>, Status> {
         route!(self, req, register_broker);
         let req = req.into_inner();
-        if req.address.is_empty() {
+        if let Err(why) = check_registration(&req.address, &req.rack) {
+            return answer(Err(wire_error(ErrorCode::InvalidRequest, &why)));
+        }
+        let known = self
+            .inner
+            .state
+            .current()
+            .brokers
+            .contains_key(&req.broker_id);
+        if !known && self.inner.state.current().brokers.len() >= MAX_BROKERS {
             return answer(Err(wire_error(
                 ErrorCode::InvalidRequest,
-                "a broker must register with an address",
+                format!("the cluster already has {MAX_BROKERS} registered brokers"),
             )));
         }
         let command = Command::RegisterBroker {
@@ -798,5 +841,31 @@ impl pb::controller_server::Controller for ControllerService {
             topics,
             metadata_version: state.version,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_registration;
+
+    #[test]
+    fn registrations_are_bounded_host_ports_and_racks() {
+        assert!(check_registration("127.0.0.1:9700", "").is_ok());
+        assert!(check_registration("broker-1.example:9700", "rack-a").is_ok());
+        assert!(check_registration("[::1]:9700", "").is_ok());
+        let long = format!("{}:1", "a".repeat(300));
+        for bad in [
+            "",
+            "no-port",
+            ":9700",
+            "h:0",
+            "h:99999",
+            "h :1",
+            long.as_str(),
+        ] {
+            assert!(check_registration(bad, "").is_err(), "{bad:?}");
+        }
+        assert!(check_registration("h:1", &"r".repeat(256)).is_err());
+        assert!(check_registration("h:1", "a rack").is_err());
     }
 }

@@ -20,7 +20,10 @@
 //!   - the peer's Raft node failed the request → [`RPCError::RemoteError`].
 //! - Receiving side: [`RaftService`] implements the generated gRPC server trait on top of a
 //!   running [`Raft`]; [`raft_server`] wraps it in a server that accepts snapshot-chunk-sized
-//!   messages. A payload that does not decode is refused with `INVALID_ARGUMENT`.
+//!   messages. A payload that does not decode is refused with `INVALID_ARGUMENT`, and so is one
+//!   that openraft must never see: a term more than [`MAX_TERM_LEAP`] ahead of this node's, a
+//!   sender that is not a voter of the membership this node knows, log ids of a later term
+//!   than the sender's vote, a snapshot chunk past [`MAX_SNAPSHOT_BYTES`].
 //!
 //! Bytes from the network are never trusted: decoding failures are errors, never panics.
 
@@ -336,6 +339,99 @@ fn encode_response<T: Serialize>(
     }
 }
 
+/// How far ahead of this node's term a request's term may be. A real leader is ahead only by
+/// the elections this node missed (one or two terms each); a million means a node missed a
+/// million elections. Beyond it, a term is hostile or corrupt, and openraft's term arithmetic
+/// must never see it (a vote of term `u64::MAX` panicked its engine and wedged the quorum).
+pub const MAX_TERM_LEAP: u64 = 1_000_000;
+
+/// Largest metadata snapshot a follower accepts, bytes (offset + chunk). The metadata of 10,000
+/// topics of 100 partitions is far below; a chunk claiming an offset past it is refused before
+/// anything is allocated.
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+
+/// Largest log index accepted in a request: far beyond any real log, far below overflow.
+const MAX_LOG_INDEX: u64 = 1 << 48;
+
+fn refuse(what: String) -> tonic::Status {
+    tonic::Status::invalid_argument(what)
+}
+
+impl RaftService {
+    /// Checks a request's vote before openraft sees it: its term within [`MAX_TERM_LEAP`] of
+    /// this node's, and its node a voter of the membership this node knows (when it knows one;
+    /// an empty node learns the membership from the leader).
+    fn check_vote(&self, vote: &openraft::Vote<NodeId>) -> Result<(), String> {
+        let (term, voter) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let membership = m.membership_config.membership();
+            let node = vote.leader_id().node_id;
+            let known = membership.voter_ids().next().is_some();
+            (
+                m.current_term,
+                !known || membership.voter_ids().any(|v| v == node),
+            )
+        };
+        let asked = vote.leader_id().term;
+        if asked > term.saturating_add(MAX_TERM_LEAP) {
+            return Err(format!(
+                "term {asked} is more than {MAX_TERM_LEAP} ahead of this node's term {term}"
+            ));
+        }
+        if !voter {
+            return Err(format!(
+                "node {} is not a voter of the metadata quorum",
+                vote.leader_id().node_id
+            ));
+        }
+        Ok(())
+    }
+
+    /// A log id sent by the leader of term `term`: no later term than its own, a sane index.
+    fn check_log_id(
+        log_id: Option<&openraft::LogId<NodeId>>,
+        term: u64,
+        what: &str,
+    ) -> Result<(), String> {
+        let Some(id) = log_id else {
+            return Ok(());
+        };
+        if id.leader_id.term > term || id.index > MAX_LOG_INDEX {
+            return Err(format!(
+                "{what} {id} is not one the leader of term {term} can send"
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_append(&self, req: &AppendEntriesRequest<TypeConfig>) -> Result<(), String> {
+        self.check_vote(&req.vote)?;
+        let term = req.vote.leader_id().term;
+        Self::check_log_id(req.prev_log_id.as_ref(), term, "prev_log_id")?;
+        Self::check_log_id(req.leader_commit.as_ref(), term, "leader_commit")?;
+        for entry in &req.entries {
+            Self::check_log_id(Some(&entry.log_id), term, "entry")?;
+        }
+        Ok(())
+    }
+
+    fn check_snapshot(&self, req: &InstallSnapshotRequest<TypeConfig>) -> Result<(), String> {
+        self.check_vote(&req.vote)?;
+        let term = req.vote.leader_id().term;
+        Self::check_log_id(req.meta.last_log_id.as_ref(), term, "snapshot last_log_id")?;
+        let end = req.offset.checked_add(req.data.len() as u64);
+        if end.is_none_or(|end| end > MAX_SNAPSHOT_BYTES) {
+            return Err(format!(
+                "snapshot chunk at offset {} (+{} bytes) is past the {MAX_SNAPSHOT_BYTES}-byte limit",
+                req.offset,
+                req.data.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(
@@ -344,6 +440,7 @@ impl RaftRpc for RaftService {
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let req: AppendEntriesRequest<TypeConfig> =
             decode_request(request, "AppendEntriesRequest").map_err(|e| *e)?;
+        self.check_append(&req).map_err(refuse)?;
         let result = self.raft.append_entries(req).await;
         // Any answer but "your vote is stale" means the sender is the leader this node follows.
         if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
@@ -357,6 +454,13 @@ impl RaftRpc for RaftService {
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let req: VoteRequest<NodeId> = decode_request(request, "VoteRequest").map_err(|e| *e)?;
+        self.check_vote(&req.vote).map_err(refuse)?;
+        Self::check_log_id(
+            req.last_log_id.as_ref(),
+            req.vote.leader_id().term,
+            "last_log_id",
+        )
+        .map_err(refuse)?;
         if self.election.as_ref().is_some_and(|e| e.votes_withheld()) {
             return Err(tonic::Status::unavailable(
                 "this voter lost its metadata store and withholds its vote until it has caught up",
@@ -371,6 +475,7 @@ impl RaftRpc for RaftService {
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let req: InstallSnapshotRequest<TypeConfig> =
             decode_request(request, "InstallSnapshotRequest").map_err(|e| *e)?;
+        self.check_snapshot(&req).map_err(refuse)?;
         let vote = req.vote;
         let result = self.raft.install_snapshot(req).await;
         if matches!(&result, Ok(r) if r.vote == vote) {

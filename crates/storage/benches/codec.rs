@@ -90,6 +90,23 @@ fn codec(c: &mut Criterion) {
     });
     group.finish();
 
+    // The produce-time record walk (batch::check_records), on the same 64 KiB batch of 1 KiB
+    // records and on the batch of small records above: what the LogValidator-style check costs
+    // next to the CRC.
+    let header = batch::validate(&big, usize::MAX).expect("a valid batch");
+    let mut group = c.benchmark_group("check_records");
+    group.throughput(Throughput::Bytes(big.len() as u64));
+    group.bench_function("64KiB-1KiB-records", |b| {
+        b.iter(|| batch::check_records(black_box(&big), &header, usize::MAX))
+    });
+    let plain = build(&small, Compression::None);
+    let small_header = batch::validate(&plain, usize::MAX).expect("a valid batch");
+    group.throughput(Throughput::Bytes(plain.len() as u64));
+    group.bench_function("small-records", |b| {
+        b.iter(|| batch::check_records(black_box(&plain), &small_header, usize::MAX))
+    });
+    group.finish();
+
     let buf: Vec<u8> = (0..64 * 1024).map(|i| (i * 131 % 251) as u8).collect();
     let mut group = c.benchmark_group("crc32c");
     group.throughput(Throughput::Bytes(buf.len() as u64));

@@ -302,25 +302,75 @@ pub fn validate(buf: &[u8], max_size: usize) -> Result<BatchHeader, BatchError> 
     Ok(header)
 }
 
-/// Walks the length prefixes of an uncompressed batch's records and checks that exactly
-/// `recordsCount` of them fill the batch. Cheap (no record is decoded) and catches a batch
-/// whose record lengths lie even though its CRC is right.
-pub fn check_record_framing(batch: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
-    if header.compression()? != Compression::None {
-        return Ok(());
-    }
-    let mut reader = Reader::new(&batch[HEADER_LEN..header.total_size()]);
-    for _ in 0..header.records_count {
+/// Checks every record of a produced batch, as Kafka's LogValidator does before an append:
+/// the body (decompressed first, at most `max_decompressed` bytes) holds exactly `recordsCount`
+/// records, each of which decodes whole — attributes, timestamp and offset deltas, key, value,
+/// headers, nothing left over — with offset deltas 0, 1, 2, … as a producer writes them. A
+/// batch that passes can be decoded by every consumer; one that does not (a compressed body of
+/// one byte, a record that is only its attributes byte, a count that lies) is refused before it
+/// reaches the log. Walks the records without building them.
+pub fn check_records(
+    batch: &[u8],
+    header: &BatchHeader,
+    max_decompressed: usize,
+) -> Result<(), BatchError> {
+    let body = &batch[HEADER_LEN..header.total_size()];
+    let decompressed;
+    let body = match header.compression()? {
+        Compression::None => body,
+        codec => {
+            decompressed = compression::decompress(codec, body, max_decompressed)?;
+            &decompressed[..]
+        }
+    };
+    let mut reader = Reader::new(body);
+    for expected_delta in 0..header.records_count {
         let len = reader.varint()?;
         let len = usize::try_from(len)
             .map_err(|_| BatchError::MalformedRecord("negative record length"))?;
-        reader.skip(len)?;
+        let range = reader.skip(len)?;
+        let mut record = Reader::new(&body[range]);
+        record.byte()?;
+        record.varlong()?;
+        if record.varint()? != expected_delta {
+            return Err(BatchError::MalformedRecord(
+                "offset deltas are not 0, 1, 2, ... in a produced batch",
+            ));
+        }
+        skip_nullable(&mut record)?;
+        skip_nullable(&mut record)?;
+        let headers = record.varint()?;
+        if headers < 0 {
+            return Err(BatchError::MalformedRecord("negative header count"));
+        }
+        for _ in 0..headers {
+            let key = record.varint()?;
+            let key = usize::try_from(key)
+                .map_err(|_| BatchError::MalformedRecord("negative header key length"))?;
+            record.skip(key)?;
+            skip_nullable(&mut record)?;
+        }
+        if record.remaining() != 0 {
+            return Err(BatchError::MalformedRecord(
+                "a record's length does not match its fields",
+            ));
+        }
     }
     if reader.remaining() != 0 {
         return Err(BatchError::InvalidCount(
             "records do not fill the batch exactly",
         ));
     }
+    Ok(())
+}
+
+fn skip_nullable(reader: &mut Reader<'_>) -> Result<(), BatchError> {
+    let len = reader.varint()?;
+    if len == -1 {
+        return Ok(());
+    }
+    let len = usize::try_from(len).map_err(|_| BatchError::MalformedRecord("negative length"))?;
+    reader.skip(len)?;
     Ok(())
 }
 
@@ -818,13 +868,71 @@ mod tests {
         let crc = crc32c::crc32c(&bad[21..]);
         bad[17..21].copy_from_slice(&crc.to_be_bytes());
         let header = validate(&bad, usize::MAX).unwrap();
-        assert!(check_record_framing(&bad, &header).is_err());
+        assert!(check_records(&bad, &header, usize::MAX).is_err());
         assert!(RecordBatch::decode(Bytes::from(bad))
             .unwrap()
             .records()
             .is_err());
         let header = validate(&good, usize::MAX).unwrap();
-        check_record_framing(&good, &header).unwrap();
+        check_records(&good, &header, usize::MAX).unwrap();
+    }
+
+    /// `good`'s header over `body`, claiming `count` records, with length and CRC made right.
+    fn reframe(good: &[u8], body: &[u8], count: i32) -> Vec<u8> {
+        let mut out = good[..HEADER_LEN].to_vec();
+        out.extend_from_slice(body);
+        let length = (out.len() - LOG_OVERHEAD) as i32;
+        out[8..12].copy_from_slice(&length.to_be_bytes());
+        out[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+        out[57..61].copy_from_slice(&count.to_be_bytes());
+        let crc = crc32c::crc32c(&out[21..]);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    fn checked(batch: &[u8], max_decompressed: usize) -> Result<(), BatchError> {
+        let header = validate(batch, usize::MAX)?;
+        check_records(batch, &header, max_decompressed)
+    }
+
+    #[test]
+    fn poison_batches_are_refused_before_the_log() {
+        // A compressed batch whose body is one byte: the CRC and counts are right, the body is
+        // not a zstd frame.
+        let zstd = build(&sample(3), Compression::Zstd, 0);
+        checked(&zstd, 1 << 20).unwrap();
+        assert!(checked(&reframe(&zstd, &[0x28], 3), 1 << 20).is_err());
+        // An uncompressed record that is only its attributes byte (length 1, body 0x00).
+        let plain = build(&sample(1), Compression::None, 0);
+        checked(&plain, usize::MAX).unwrap();
+        assert!(checked(&reframe(&plain, &[0x02, 0x00], 1), usize::MAX).is_err());
+        // A count that lies about a compressed body (2^31 - 1 records claimed, 3 present).
+        let body = &zstd[HEADER_LEN..];
+        assert!(checked(&reframe(&zstd, body, i32::MAX), 1 << 20).is_err());
+        // Offset deltas that are not 0, 1, 2: two records both at delta 0.
+        let one = build(&sample(1), Compression::None, 0);
+        let record = &one[HEADER_LEN..];
+        let twice = [record, record].concat();
+        assert!(matches!(
+            checked(&reframe(&one, &twice, 2), usize::MAX),
+            Err(BatchError::MalformedRecord(_))
+        ));
+    }
+
+    #[test]
+    fn a_compressed_batch_may_not_decompress_past_the_bound() {
+        let mut b = BatchBuilder::new(Compression::Zstd);
+        b.push(&Record {
+            value: Some(Bytes::from(vec![0u8; 4 << 20])),
+            ..Record::default()
+        });
+        let bomb = b.build(0).unwrap();
+        assert!(bomb.len() < 4096, "{} bytes", bomb.len());
+        assert!(
+            checked(&bomb, 1 << 20).is_err(),
+            "4 MiB of zeros passed a 1 MiB bound"
+        );
+        checked(&bomb, 8 << 20).unwrap();
     }
 
     #[test]

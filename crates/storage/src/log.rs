@@ -425,7 +425,7 @@ impl PartitionLog {
     }
 
     /// Appends one batch from a producer as the partition leader in `leader_epoch`: validates
-    /// it (size, length, CRC, record framing), assigns it the next offsets by rewriting the
+    /// it (size, length, CRC, and every record: [`batch::check_records`]), assigns it the next offsets by rewriting the
     /// base offset and leader epoch in its header, and writes it. Invalid input changes
     /// nothing. Durable when it returns only if the flush policy says so; see [`Self::flush`].
     pub fn append_as_leader(&mut self, batch: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
@@ -452,7 +452,10 @@ impl PartitionLog {
                 BatchError::InvalidCount("lastOffsetDelta must be recordsCount - 1").into(),
             );
         }
-        batch::check_record_framing(&batch, &header)?;
+        // Decompressed, a batch may be at most 8 times max.message.bytes (8 MiB by default):
+        // a small batch of zeros must not cost every consumer hundreds of MB to decode.
+        let max_decompressed = self.config.max_message_bytes.saturating_mul(8);
+        batch::check_records(&batch, &header, max_decompressed)?;
         if leader_epoch < 0 {
             return Err(LogError::InvalidRequest(format!(
                 "leader epoch {leader_epoch} is negative"

@@ -411,3 +411,63 @@ async fn a_fetch_cannot_wait_for_more_than_an_answer_holds() {
         started.elapsed()
     );
 }
+
+/// Issue 15: a broker deleted every partition directory its metadata no longer named, at once
+/// (a forged snapshot with an empty state did that to every topic). A removed replica's log is
+/// now renamed `<dir>.deleted-<ms>` and kept for `--file-delete-delay-ms` (60 s by default, as
+/// Kafka's file.delete.delay.ms), with a warning in the log; only then is it deleted. Here:
+/// a topic deleted with 2 s of delay is gone from its place at once, still on disk as a
+/// retired directory, and deleted after the delay.
+#[tokio::test]
+async fn a_removed_replica_keeps_its_log_for_the_delete_delay() {
+    let _serial = serial();
+    let (mut cluster, leader) =
+        Cluster::start_ready(1, &[("WEIR_FILE_DELETE_DELAY_MS", "2000")]).await;
+    let r = cluster.create_topic(leader, "doomed", 1, 1).await.unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let logs = cluster.node(1).data_dir.join("logs");
+    let live = logs.join("doomed-0");
+    wait_for("the partition's log", STARTUP, || {
+        let there = live.exists();
+        async move { there.then_some(()) }
+    })
+    .await;
+    let r = cluster
+        .client(leader)
+        .delete_topic(pb::DeleteTopicRequest {
+            name: "doomed".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let retired = || -> Vec<String> {
+        std::fs::read_dir(&logs)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("doomed-0.deleted-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deleted_at = wait_for("the log retired", STARTUP, || {
+        let (gone, kept) = (!live.exists(), retired());
+        async move { (gone && kept.len() == 1).then(std::time::Instant::now) }
+    })
+    .await;
+    assert!(
+        !cluster.log_lines(1, &["kept for 2000 ms"]).is_empty(),
+        "no warning that the log is kept"
+    );
+    wait_for("the retired log deleted", STARTUP, || {
+        let kept = retired();
+        async move { kept.is_empty().then_some(()) }
+    })
+    .await;
+    assert!(
+        deleted_at.elapsed() >= Duration::from_millis(1500),
+        "deleted after {:?}, before its delay",
+        deleted_at.elapsed()
+    );
+}

@@ -29,7 +29,7 @@ use weir_proto::channel::{Channels, Profile};
 use weir_proto::controller::v1::controller_client::ControllerClient;
 use weir_storage::LogConfig;
 
-use crate::partition::Partition;
+use crate::partition::{Partition, RETIRED};
 use crate::replication::{follower, isr};
 
 /// Broker settings.
@@ -53,6 +53,12 @@ pub struct BrokerConfig {
     /// Local address this broker's connections to leaders and controllers come from
     /// (`--source-address`); `None`: the operating system chooses.
     pub source_address: Option<std::net::IpAddr>,
+    /// How long a removed replica's log is kept (renamed `<dir>.deleted-<ms>`) before it is
+    /// deleted (Kafka's `file.delete.delay.ms`; default [`DELETE_DELAY`]). A metadata state
+    /// that no longer names a topic — a bad snapshot, a controller bug — must not cost its data
+    /// at once: if the topic comes back with the same id within this time, its log is restored
+    /// as it was.
+    pub delete_delay: Duration,
 }
 
 /// Topic configs over this broker's log settings as a log config (keys were validated by the
@@ -79,6 +85,52 @@ pub fn log_config_for(broker: &BrokerConfig, topic: &TopicInfo) -> (LogConfig, u
 
 type Key = (String, u32);
 
+/// Default of [`BrokerConfig::delete_delay`]: Kafka's `file.delete.delay.ms` (60 s).
+pub const DELETE_DELAY: Duration = Duration::from_secs(60);
+
+fn now_ms() -> u64 {
+    crate::service::now_ms().max(0) as u64
+}
+
+/// The retirement time of a retired partition directory's name, if it is one.
+fn retired_at(name: &str) -> Option<u64> {
+    name.rsplit_once(RETIRED)?.1.parse().ok()
+}
+
+/// Brings back the newest retired log of `dir` that belongs to topic id `id`, if any.
+/// Blocking.
+fn restore_retired(dir: &std::path::Path, id: &str) {
+    let (Some(parent), Some(base)) = (dir.parent(), dir.file_name()) else {
+        return;
+    };
+    let base = base.to_string_lossy();
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let newest = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (stem, at) = name.rsplit_once(RETIRED)?;
+            let at: u64 = at.parse().ok()?;
+            let owner = std::fs::read_to_string(e.path().join("partition.metadata")).ok()?;
+            (stem == base && owner.trim() == id).then_some((at, e.path()))
+        })
+        .max_by_key(|(at, _)| *at);
+    if let Some((at, retired)) = newest {
+        match std::fs::rename(&retired, dir) {
+            Ok(()) => tracing::warn!(
+                dir = %dir.display(),
+                retired_ms_ago = now_ms().saturating_sub(at),
+                "the topic is back: restored its retired log"
+            ),
+            Err(e) => {
+                tracing::warn!(dir = %retired.display(), error = %e, "restoring a retired log")
+            }
+        }
+    }
+}
+
 /// Tells who leads the controller quorum right now (node id), as this node knows it.
 pub type ControllerLeader = Arc<dyn Fn() -> Option<NodeId> + Send + Sync>;
 
@@ -94,6 +146,9 @@ pub struct ReplicaManager {
     controllers: Channels,
     next_controller: Mutex<usize>,
     controller_leader: ControllerLeader,
+    /// Whether a retired partition directory may be waiting for deletion (true at start: one
+    /// may be left from before a restart).
+    retired: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -118,6 +173,7 @@ impl ReplicaManager {
             leaders: Channels::new(Profile::REPLICATION).with_source(source),
             controllers: Channels::new(Profile::CONTROLLER).with_source(source),
             next_controller: Mutex::new(0),
+            retired: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -241,7 +297,46 @@ impl ReplicaManager {
         self.close().await;
     }
 
+    /// Deletes retired partition directories older than the delete delay; notes whether any
+    /// is left (then the next upkeep looks again).
+    async fn sweep_retired(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.retired.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let logs = self.config.logs_dir.clone();
+        let delay = self.config.delete_delay.as_millis() as u64;
+        let left = tokio::task::spawn_blocking(move || {
+            let Ok(entries) = std::fs::read_dir(&logs) else {
+                return false;
+            };
+            let now = now_ms();
+            let mut left = false;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(at) = retired_at(&name) else {
+                    continue;
+                };
+                if now.saturating_sub(at) < delay {
+                    left = true;
+                    continue;
+                }
+                match std::fs::remove_dir_all(entry.path()) {
+                    Ok(()) => tracing::info!(dir = %entry.path().display(), "deleted a retired partition log"),
+                    Err(e) => tracing::warn!(dir = %entry.path().display(), error = %e, "deleting a retired partition log"),
+                }
+            }
+            left
+        })
+        .await
+        .unwrap_or(true);
+        if left {
+            self.retired.store(true, Ordering::SeqCst);
+        }
+    }
+
     async fn upkeep(&self, checkpoint: bool) {
+        self.sweep_retired().await;
         let partitions = self.all_partitions();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -338,10 +433,25 @@ impl ReplicaManager {
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&key);
-            tracing::info!(topic = %key.0, partition = key.1, "removing replica");
-            let deleted = tokio::task::spawn_blocking(move || part.delete()).await;
-            if let Ok(Err(e)) = deleted {
-                tracing::warn!(error = %e, "deleting a removed replica's log failed");
+            let why = match state.topics.get(&key.0) {
+                None => "the metadata no longer has the topic",
+                Some(t) if t.id != part.topic_id => "the topic was recreated under a new id",
+                Some(_) => "this broker is no longer a replica",
+            };
+            self.retired
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let retired = tokio::task::spawn_blocking(move || part.retire(now_ms())).await;
+            match retired {
+                Ok(Ok(dir)) => tracing::warn!(
+                    topic = %key.0,
+                    partition = key.1,
+                    reason = why,
+                    kept_in = %dir.display(),
+                    "removing replica; its log is kept for {} ms, then deleted",
+                    self.config.delete_delay.as_millis()
+                ),
+                Ok(Err(e)) => tracing::warn!(error = %e, "retiring a removed replica's log failed"),
+                Err(e) => tracing::warn!(error = %e, "retiring a removed replica's log failed"),
             }
         }
 
@@ -441,9 +551,14 @@ impl ReplicaManager {
             let id_file = dir.join("partition.metadata");
             if let Ok(existing) = std::fs::read_to_string(&id_file) {
                 if existing.trim() != id {
-                    tracing::info!(dir = %dir.display(), "log belongs to an older topic of the same name; removing it");
-                    let _ = std::fs::remove_dir_all(&dir);
+                    tracing::warn!(dir = %dir.display(), "log belongs to an older topic of the same name; retiring it");
+                    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+                    name.push(format!("{RETIRED}{}", now_ms()));
+                    let _ = std::fs::rename(&dir, dir.with_file_name(name));
                 }
+            }
+            if !dir.exists() {
+                restore_retired(&dir, &id);
             }
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             std::fs::write(&id_file, &id).map_err(|e| e.to_string())?;
@@ -468,5 +583,38 @@ impl ReplicaManager {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retired_log_comes_back_only_for_its_own_topic_id() {
+        let logs = tempfile::tempdir().unwrap();
+        let dir = logs.path().join("t-0");
+        let retire = |id: &str, at: u64| {
+            let retired = logs.path().join(format!("t-0{RETIRED}{at}"));
+            std::fs::create_dir_all(&retired).unwrap();
+            std::fs::write(retired.join("partition.metadata"), id).unwrap();
+        };
+        retire("other", 300);
+        restore_retired(&dir, "mine");
+        assert!(!dir.exists(), "another topic's log was restored");
+        retire("mine", 100);
+        retire("mine", 200);
+        restore_retired(&dir, "mine");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("partition.metadata")).unwrap(),
+            "mine"
+        );
+        assert!(
+            logs.path().join(format!("t-0{RETIRED}100")).exists(),
+            "not the newest"
+        );
+        assert!(!logs.path().join(format!("t-0{RETIRED}200")).exists());
+        assert_eq!(retired_at(&format!("a.b-3{RETIRED}42")), Some(42));
+        assert_eq!(retired_at("a.b-3"), None);
     }
 }

@@ -174,6 +174,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What a retired partition directory's name carries after the partition's own: the suffix,
+/// then the time it was retired (ms since the epoch).
+pub const RETIRED: &str = ".deleted-";
+
 impl Partition {
     /// Opens (and recovers) the log in `dir`; the replica starts as a follower with no leader.
     /// Blocking: call off the async workers.
@@ -826,16 +830,23 @@ impl Partition {
             .shutdown()?)
     }
 
-    /// Deletes the log directory (the replica was removed). Blocking.
-    pub fn delete(&self) -> Result<(), BrokerError> {
+    /// Closes the log and renames its directory `<dir>.deleted-<now_ms>` (the replica was
+    /// removed); the manager deletes it after a grace period (`crate::manager::DELETE_DELAY`)
+    /// unless the topic comes back first. Returns the new path. Blocking.
+    pub fn retire(&self, now_ms: u64) -> Result<std::path::PathBuf, BrokerError> {
+        self.close()?;
         let log = self.log.read().unwrap_or_else(|e| e.into_inner());
         let dir = log.dir().to_owned();
         drop(log);
-        std::fs::remove_dir_all(&dir).map_err(|e| {
+        let mut name = dir.file_name().unwrap_or_default().to_os_string();
+        name.push(format!("{RETIRED}{now_ms}"));
+        let retired = dir.with_file_name(name);
+        std::fs::rename(&dir, &retired).map_err(|e| {
             BrokerError::new(
                 ErrorCode::KafkaStorageError,
-                format!("deleting {}: {e}", dir.display()),
+                format!("retiring {}: {e}", dir.display()),
             )
-        })
+        })?;
+        Ok(retired)
     }
 }

@@ -46,7 +46,7 @@ pub const MAX_FETCH_BYTES: usize = 8 * 1024 * 1024;
 /// acks=all timeout when the request gives none.
 const DEFAULT_PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

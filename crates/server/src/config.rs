@@ -83,6 +83,11 @@ pub struct Args {
     /// and for tests that tell nodes apart by the address their connections arrive from.
     #[arg(long, env = "WEIR_SOURCE_ADDRESS")]
     pub source_address: Option<std::net::IpAddr>,
+    /// How long (ms) a removed partition replica's log is kept, renamed `<dir>.deleted-<ms>`,
+    /// before it is deleted (Kafka's file.delete.delay.ms): a topic that comes back with the
+    /// same id in that time gets its log back.
+    #[arg(long, env = "WEIR_FILE_DELETE_DELAY_MS", default_value_t = 60_000)]
+    pub file_delete_delay_ms: u64,
 }
 
 const EXAMPLES: &str = "Examples:
@@ -135,6 +140,8 @@ pub struct ServerConfig {
     pub log_preallocate_bytes: u64,
     /// Source address of outgoing connections.
     pub source_address: Option<std::net::IpAddr>,
+    /// file.delete.delay.ms.
+    pub file_delete_delay: Duration,
 }
 
 fn loopback_if_unspecified(addr: SocketAddr) -> String {
@@ -248,6 +255,7 @@ impl Args {
             replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms.max(1)),
             log_preallocate_bytes: self.log_preallocate_bytes,
             source_address: self.source_address,
+            file_delete_delay: Duration::from_millis(self.file_delete_delay_ms),
         })
     }
 }

@@ -170,6 +170,7 @@ async fn start_broker(
             controllers: config.quorum.iter().map(|(_, a)| a.clone()).collect(),
             incarnation,
             source_address: config.source_address,
+            delete_delay: config.file_delete_delay,
         },
         meta.subscribe(),
         {

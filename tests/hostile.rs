@@ -471,3 +471,70 @@ async fn a_removed_replica_keeps_its_log_for_the_delete_delay() {
         deleted_at.elapsed()
     );
 }
+
+/// Issue 15: JoinQuorum added learners without limit and dialled any address given, even for a
+/// voter's id; TriggerElection deposed the leader as often as anyone asked. Now JoinQuorum
+/// refuses a voter's id, id 0 and addresses that are not host:port (INVALID_REQUEST, the
+/// voter's address unchanged), and an election is triggered at most once per 5 s per node
+/// (THROTTLING_QUOTA_EXCEEDED).
+#[tokio::test]
+async fn join_quorum_and_trigger_election_are_checked_and_rate_limited() {
+    use weir_proto::common::v1::ErrorCode;
+    let _serial = serial();
+    let (mut cluster, leader) = Cluster::start_ready(3, &[]).await;
+    let voter = (1..=3).find(|id| *id != leader).unwrap();
+    let addresses = |members: &[pb::QuorumMember]| -> Vec<(u64, String)> {
+        members.iter().map(|m| (m.id, m.address.clone())).collect()
+    };
+    let before = addresses(&cluster.describe_cluster_via(leader).await.unwrap().voters);
+    for (node_id, address) in [
+        (voter, "10.255.255.1:9701".to_owned()),
+        (0, "127.0.0.1:9999".to_owned()),
+        (50, "no-port".to_owned()),
+        (51, format!("{}:1", "a".repeat(1000))),
+    ] {
+        let r = cluster
+            .client(leader)
+            .join_quorum(pb::JoinQuorumRequest {
+                node_id,
+                address: address.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.error.as_ref().map(|e| e.code),
+            Some(ErrorCode::InvalidRequest as i32),
+            "JoinQuorum({node_id}, {} bytes): {:?}",
+            address.len(),
+            r.error
+        );
+    }
+    let after = cluster.describe_cluster_via(leader).await.unwrap();
+    assert_eq!(
+        addresses(&after.voters),
+        before,
+        "JoinQuorum changed the voters"
+    );
+    assert!(after.learners.is_empty(), "{:?}", after.learners);
+
+    let first = cluster
+        .client(voter)
+        .trigger_election(pb::TriggerElectionRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.error.is_none(), "{:?}", first.error);
+    let second = cluster
+        .client(voter)
+        .trigger_election(pb::TriggerElectionRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        second.error.as_ref().map(|e| e.code),
+        Some(ErrorCode::ThrottlingQuotaExceeded as i32),
+        "{:?}",
+        second.error
+    );
+}

@@ -73,6 +73,8 @@ pub struct Controller {
     /// One cached channel per peer controller address, for forwarding.
     /// Channels to the other controllers, for forwarding to the leader.
     peers: Channels,
+    /// When TriggerElection last started an election here.
+    last_election_trigger: Mutex<Option<Instant>>,
 }
 
 /// Where a request is handled.
@@ -204,6 +206,9 @@ pub const MAX_REGISTRATION_FIELD: usize = 255;
 /// without end).
 pub const MAX_BROKERS: usize = 1000;
 
+/// Least time between two elections triggered on one node through TriggerElection.
+pub const ELECTION_TRIGGER_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Whether `address` is a `host:port` and `rack` a name, both within
 /// [`MAX_REGISTRATION_FIELD`] bytes of printable ASCII.
 fn check_registration(address: &str, rack: &str) -> Result<(), String> {
@@ -244,6 +249,7 @@ impl Controller {
             config,
             liveness: Mutex::new(Liveness::default()),
             peers,
+            last_election_trigger: Mutex::new(None),
         })
     }
 
@@ -706,16 +712,38 @@ impl pb::controller_server::Controller for ControllerService {
     ) -> Result<Response<pb::JoinQuorumResponse>, Status> {
         route!(self, req, join_quorum);
         let req = req.into_inner();
-        let known = {
+        if let Err(why) = check_registration(&req.address, "") {
+            return answer(Err(wire_error(ErrorCode::InvalidRequest, why)));
+        }
+        let (known, voter, members) = {
             let m = self.inner.raft.metrics();
             let m = m.borrow();
-            m.membership_config
-                .membership()
-                .get_node(&req.node_id)
-                .map(|n| n.addr.clone())
+            let membership = m.membership_config.membership();
+            (
+                membership.get_node(&req.node_id).map(|n| n.addr.clone()),
+                membership.voter_ids().any(|v| v == req.node_id),
+                membership.nodes().count(),
+            )
         };
         if known.as_deref() == Some(req.address.as_str()) {
             return answer(Ok(pb::JoinQuorumResponse { error: None }));
+        }
+        // A voter's address is part of the quorum's configuration: JoinQuorum (open to anyone
+        // until security lands) must not re-point it.
+        if voter || req.node_id == 0 {
+            return answer(Err(wire_error(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "node {} is a voter (or 0) and cannot join as a learner",
+                    req.node_id
+                ),
+            )));
+        }
+        if known.is_none() && members >= MAX_BROKERS {
+            return answer(Err(wire_error(
+                ErrorCode::InvalidRequest,
+                format!("the quorum already has {MAX_BROKERS} members"),
+            )));
         }
         let result = self
             .inner
@@ -738,6 +766,25 @@ impl pb::controller_server::Controller for ControllerService {
         &self,
         _req: Request<pb::TriggerElectionRequest>,
     ) -> Result<Response<pb::TriggerElectionResponse>, Status> {
+        // Open to anyone until security lands, and each one deposes the leader: at most one
+        // per ELECTION_TRIGGER_INTERVAL on this node (a hand-over at shutdown needs one).
+        {
+            let mut last = self
+                .inner
+                .last_election_trigger
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < ELECTION_TRIGGER_INTERVAL) {
+                return answer(Err(wire_error(
+                    ErrorCode::ThrottlingQuotaExceeded,
+                    format!(
+                        "an election was triggered on this node less than {} s ago",
+                        ELECTION_TRIGGER_INTERVAL.as_secs()
+                    ),
+                )));
+            }
+            *last = Some(Instant::now());
+        }
         let result = self.inner.raft.trigger().elect().await;
         answer(
             result

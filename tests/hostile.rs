@@ -538,3 +538,62 @@ async fn join_quorum_and_trigger_election_are_checked_and_rate_limited() {
         second.error
     );
 }
+
+/// Issue 15: tonic ends its accept loop on the first accept error, so a node that ran out of
+/// file descriptors (EMFILE) stopped serving for good. Here the node's descriptor limit is
+/// lowered (prlimit) and idle connections use it up; once they close, the node must serve new
+/// connections again.
+#[tokio::test]
+async fn a_listener_survives_running_out_of_file_descriptors() {
+    let _serial = serial();
+    let (mut cluster, _) = Cluster::start_ready(1, &[]).await;
+    let pid = cluster.pid(1).unwrap();
+    let open_now = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    let limit = open_now + 20;
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(status.success());
+    let addr = cluster.node(1).direct_broker_addr();
+    let mut idle = Vec::new();
+    for _ in 0..(limit + 60) {
+        if let Ok(s) = std::net::TcpStream::connect(&addr) {
+            idle.push(s);
+        }
+    }
+    wait_for("the node to hit its descriptor limit", STARTUP, || {
+        let open = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
+        async move { (open >= limit - 1).then_some(()) }
+    })
+    .await;
+    drop(idle);
+    let client = cluster.broker_client(1);
+    wait_for("an answer on a new connection", STARTUP, || {
+        let mut client = client.clone();
+        async move {
+            let r = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.metadata(weir_proto::broker::v1::MetadataRequest { topics: vec![] }),
+            )
+            .await;
+            matches!(r, Ok(Ok(_))).then_some(())
+        }
+    })
+    .await;
+    // A fresh client too (its own connection).
+    let mut client = cluster.broker_client(1);
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.metadata(weir_proto::broker::v1::MetadataRequest { topics: vec![] }),
+    )
+    .await;
+    assert!(matches!(r, Ok(Ok(_))), "{r:?}");
+    assert_eq!(cluster.running(), vec![1]);
+}

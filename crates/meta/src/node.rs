@@ -211,13 +211,19 @@ impl MetaNode {
         }
         let raft_service = RaftService::new(raft.clone()).with_election(Arc::clone(&election));
         let server = Server::builder()
+            .max_concurrent_streams(Some(1024))
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_service(raft_server(raft_service))
             .add_service(controller.service())
             .serve_with_incoming_shutdown(
-                // TCP_NODELAY on accepted sockets (the builder's setting only applies to listeners
-                // tonic binds itself): Raft messages must not wait on Nagle + delayed ACKs.
-                tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
-                    .map_err(|e| NodeError::Raft(format!("controller listener: {e}")))?,
+                // TCP_NODELAY on accepted sockets (Raft messages must not wait on Nagle and
+                // delayed ACKs); an accept error never ends the listener; bounded connections.
+                weir_proto::listen::incoming(
+                    listener,
+                    "controller",
+                    weir_proto::listen::MAX_CONNECTIONS,
+                ),
                 {
                     let mut rx = shutdown_rx.clone();
                     async move {

@@ -6,6 +6,7 @@
 #![allow(missing_docs)] // generated code; the documentation lives in the .proto files.
 
 pub mod channel;
+pub mod listen;
 
 /// Shared wire types: the error codes every RPC answers with.
 pub mod common {

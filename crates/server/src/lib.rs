@@ -20,6 +20,11 @@ use weir_meta::node::{MetaConfig, MetaNode, NodeError};
 
 pub use crate::config::{Args, ConfigError, Roles, ServerConfig};
 
+/// Most concurrent gRPC streams on one broker connection: a consumer or a follower opens one
+/// per partition it reads, so this bounds partitions per peer, not requests; past it the peer's
+/// new streams are refused (REFUSED_STREAM) until one ends.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 16_384;
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -197,19 +202,18 @@ async fn start_broker(
         // Let clients send a batch in one HTTP/2 DATA frame rather than sixteen-KiB pieces:
         // fewer frames, wakeups and syscalls per byte on the produce path.
         .max_frame_size(Some(MAX_FRAME_SIZE))
+        // Every client connection streams: bounded per connection (a consumer or a follower
+        // opens a stream per partition) and checked for liveness by HTTP/2 pings.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service.broker_server())
         .add_service(service.replication_server())
         .serve_with_incoming_shutdown(
-            // Accepted sockets get TCP_NODELAY here: the builder's own setting only
-            // applies to listeners tonic binds itself. Without it, Nagle and delayed ACKs
-            // add ~40 ms to every reply larger than a segment or two.
-            tonic::transport::server::TcpIncoming::from_listener(listener, true, None).map_err(
-                |e| StartError::Bind {
-                    what: "broker",
-                    addr: config.listen,
-                    source: std::io::Error::other(e.to_string()),
-                },
-            )?,
+            // An accept error (EMFILE) never ends it; at most MAX_CONNECTIONS at once; accepted
+            // sockets get TCP_NODELAY (Nagle and delayed ACKs add ~40 ms to every reply larger
+            // than a segment or two) and keep-alive.
+            weir_proto::listen::incoming(listener, "broker", weir_proto::listen::MAX_CONNECTIONS),
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },

@@ -12,6 +12,12 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .init();
+    // Every connection and every open segment is a descriptor: raise the soft limit to the
+    // hard one, as Kafka's and most servers' start scripts do.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
+    }
     let config = Args::parse().validate()?;
     let node = Node::start(config).await?;
     wait_for_signal().await;

@@ -55,6 +55,9 @@ pub const MAGIC: i8 = 2;
 pub const HEADER_LEN: usize = 61;
 /// `baseOffset` plus `batchLength`: the bytes that precede what `batchLength` counts.
 pub const LOG_OVERHEAD: usize = 12;
+/// Largest base offset a batch (or a segment) may have: far beyond any real log, and far
+/// enough below `i64::MAX` that offset arithmetic (base + lastOffsetDelta + 1) cannot wrap.
+pub const MAX_OFFSET: i64 = 1 << 62;
 /// The smallest legal `batchLength` (a header with no records).
 pub const MIN_BATCH_LENGTH: i32 = (HEADER_LEN - LOG_OVERHEAD) as i32;
 /// Limit on the decompressed size of one batch's records, against decompression bombs.
@@ -88,6 +91,9 @@ pub enum BatchError {
     /// The length field is negative, smaller than a header, or larger than allowed.
     #[error("record batch length {0} is invalid")]
     InvalidLength(i64),
+    /// The base offset is negative or past [`MAX_OFFSET`].
+    #[error("record batch base offset {0} is outside [0, 2^62]")]
+    InvalidOffset(i64),
     /// The magic byte is not 2.
     #[error("record batch magic {0} is not supported (only magic 2)")]
     UnsupportedMagic(i8),
@@ -203,6 +209,10 @@ impl BatchHeader {
         let batch_length = be_i32(buf, 8);
         if batch_length < MIN_BATCH_LENGTH {
             return Err(BatchError::InvalidLength(batch_length.into()));
+        }
+        let base_offset = be_i64(buf, 0);
+        if !(0..=MAX_OFFSET).contains(&base_offset) {
+            return Err(BatchError::InvalidOffset(base_offset));
         }
         let magic = buf[MAGIC_AT] as i8;
         if magic != MAGIC {

@@ -19,6 +19,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
 
+/// Largest index file loaded (bytes): a 1 GiB segment indexed every 4 KiB needs 2 MiB of offset
+/// index and 3 MiB of time index; with `index.interval.bytes` at its smallest still far less.
+pub const MAX_INDEX_BYTES: u64 = 64 << 20;
+
 /// One fixed-size index entry.
 pub trait IndexEntry: Copy + std::fmt::Debug {
     /// Encoded size.
@@ -126,9 +130,18 @@ impl<E: IndexEntry> Index<E> {
         }
     }
 
-    /// Loads the index file and validates it with `valid` (called with each entry and the one
+    /// Loads the index file (at most [`MAX_INDEX_BYTES`]) and validates it with `valid` (called with each entry and the one
     /// before it, if any). `Ok(None)` when the file is missing or invalid: rebuild it.
     pub fn load(path: &Path, valid: impl Fn(Option<&E>, &E) -> bool) -> Result<Option<Self>> {
+        // An index holds one entry per `index.interval.bytes` of a segment: far below this.
+        // A larger file is damage (or hostile), and is rebuilt rather than read whole.
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() > MAX_INDEX_BYTES => {
+                tracing::warn!(file = %path.display(), bytes = m.len(), "index file too large; rebuilding it");
+                return Ok(None);
+            }
+            _ => {}
+        }
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

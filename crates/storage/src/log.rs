@@ -166,6 +166,10 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>> {
         if stem.len() != 20 || base < 0 {
             continue;
         }
+        if base > crate::batch::MAX_OFFSET {
+            tracing::warn!(file = %path.display(), "ignoring a segment file whose base offset is past 2^62");
+            continue;
+        }
         match ext {
             segment::LOG_SUFFIX => bases.push(base),
             segment::INDEX_SUFFIX | segment::TIME_INDEX_SUFFIX
@@ -280,9 +284,12 @@ impl PartitionLog {
             .values()
             .next_back()
             .map_or(0, Segment::next_offset);
+        // max/min, not clamp: clamp panics when its bounds cross, and a damaged directory must
+        // not panic a node.
         let log_start = read_i64(&dir, LOG_START_FILE)
             .unwrap_or(first_base)
-            .clamp(first_base, log_end);
+            .max(first_base)
+            .min(log_end.max(first_base));
         if !epochs_valid {
             let mut found = Vec::new();
             for segment in segments.values() {

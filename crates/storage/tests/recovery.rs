@@ -297,3 +297,64 @@ fn recovery_after_delete_records_keeps_batches_before_the_first_epoch_entry() {
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (2, 8));
     assert_eq!(read_all(&log, 2).len(), 6);
 }
+
+/// Issue 15 (disk): a crafted segment whose base offset is near `i64::MAX` made offset
+/// arithmetic wrap in recovery (and the log-start clamp panic). A log directory holding one is
+/// opened without a panic: the segment's batches are refused as out of range and nothing of it
+/// is served.
+#[test]
+fn a_segment_with_a_base_offset_near_the_top_of_the_range_cannot_wrap_recovery() {
+    let near_max = i64::MAX - 10;
+    for crash in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        log.append_as_leader(batch("real", 3, 0), 0).unwrap();
+        if crash {
+            drop(log);
+        } else {
+            log.close().unwrap();
+        }
+        // A batch of 20 records stamped with base offset i64::MAX - 10, in a segment named so.
+        let mut bytes = batch("crafted", 20, 0).to_vec();
+        bytes[..8].copy_from_slice(&near_max.to_be_bytes());
+        std::fs::write(segment_log(dir.path(), near_max), &bytes).unwrap();
+        let opened = std::panic::catch_unwind(|| {
+            PartitionLog::open(dir.path(), LogConfig::default()).map(|log| {
+                let end = log.log_end_offset();
+                (end, read_all(&log, 0).len())
+            })
+        });
+        let opened = opened.unwrap_or_else(|_| panic!("opening panicked (crash: {crash})"));
+        if let Ok((end, records)) = opened {
+            assert!(
+                (0..1 << 62).contains(&end),
+                "log end {end} (crash: {crash})"
+            );
+            assert_eq!(records, 3, "crash: {crash}");
+        }
+    }
+}
+
+/// Issue 15 (disk): index files were read whole. One grown to 1 GiB (sparse here) is not
+/// read: it is rebuilt from the segment, and the log serves as before.
+#[test]
+fn an_oversized_index_file_is_rebuilt_not_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    for i in 0..5 {
+        log.append_as_leader(batch(&format!("b{i}"), 4, i), 0)
+            .unwrap();
+    }
+    log.close().unwrap();
+    let index = dir.path().join(format!("{:020}.index", 0));
+    OpenOptions::new()
+        .write(true)
+        .open(&index)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(log.log_end_offset(), 20);
+    assert_eq!(read_all(&log, 0).len(), 20);
+    assert_eq!(read_all(&log, 13).len(), 7);
+}

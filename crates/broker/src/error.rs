@@ -65,6 +65,7 @@ impl From<LogError> for BrokerError {
         let code = match &e {
             LogError::Corrupt(_) => ErrorCode::CorruptMessage,
             LogError::RecordTooLarge { .. } => ErrorCode::RecordTooLarge,
+            LogError::InvalidTimestamp { .. } => ErrorCode::InvalidTimestamp,
             LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             LogError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             LogError::StaleEpoch { .. } => ErrorCode::FencedLeaderEpoch,

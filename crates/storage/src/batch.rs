@@ -319,11 +319,13 @@ pub fn validate(buf: &[u8], max_size: usize) -> Result<BatchHeader, BatchError> 
 /// batch that passes can be decoded by every consumer; one that does not (a compressed body of
 /// one byte, a record that is only its attributes byte, a count that lies) is refused before it
 /// reaches the log. Walks the records without building them.
+///
+/// Returns the smallest and largest record timestamp (`None` for an empty batch).
 pub fn check_records(
     batch: &[u8],
     header: &BatchHeader,
     max_decompressed: usize,
-) -> Result<(), BatchError> {
+) -> Result<Option<(i64, i64)>, BatchError> {
     let body = &batch[HEADER_LEN..header.total_size()];
     let decompressed;
     let body = match header.compression()? {
@@ -334,6 +336,7 @@ pub fn check_records(
         }
     };
     let mut reader = Reader::new(body);
+    let mut timestamps: Option<(i64, i64)> = None;
     for expected_delta in 0..header.records_count {
         let len = reader.varint()?;
         let len = usize::try_from(len)
@@ -341,7 +344,14 @@ pub fn check_records(
         let range = reader.skip(len)?;
         let mut record = Reader::new(&body[range]);
         record.byte()?;
-        record.varlong()?;
+        let timestamp = header
+            .base_timestamp
+            .checked_add(record.varlong()?)
+            .ok_or(BatchError::MalformedRecord("timestamp delta overflows"))?;
+        timestamps = Some(match timestamps {
+            None => (timestamp, timestamp),
+            Some((lo, hi)) => (lo.min(timestamp), hi.max(timestamp)),
+        });
         if record.varint()? != expected_delta {
             return Err(BatchError::MalformedRecord(
                 "offset deltas are not 0, 1, 2, ... in a produced batch",
@@ -371,7 +381,7 @@ pub fn check_records(
             "records do not fill the batch exactly",
         ));
     }
-    Ok(())
+    Ok(timestamps)
 }
 
 fn skip_nullable(reader: &mut Reader<'_>) -> Result<(), BatchError> {
@@ -902,7 +912,7 @@ mod tests {
 
     fn checked(batch: &[u8], max_decompressed: usize) -> Result<(), BatchError> {
         let header = validate(batch, usize::MAX)?;
-        check_records(batch, &header, max_decompressed)
+        check_records(batch, &header, max_decompressed).map(|_| ())
     }
 
     #[test]

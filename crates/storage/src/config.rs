@@ -55,6 +55,13 @@ pub struct LogConfig {
     /// `message.timestamp.type`: `CreateTime` (default) keeps the producer's timestamps;
     /// `LogAppendTime` stamps each batch with the broker's clock.
     pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: with CreateTime, a record more than this older than
+    /// the broker's clock is refused. Default `None` (Kafka's Long.MAX_VALUE: no bound).
+    pub timestamp_before_max: Option<Duration>,
+    /// `message.timestamp.after.max.ms`: with CreateTime, a record more than this ahead of the
+    /// broker's clock is refused. Default 1 hour, as in Kafka 3.6+ (KIP-937): a timestamp of
+    /// year 292,277,026 would otherwise keep its segment from ever being deleted by retention.
+    pub timestamp_after_max: Option<Duration>,
     /// Largest window of disk blocks reserved ahead of the active segment's end, so appends
     /// don't wait on the filesystem allocating blocks during writeback (see
     /// [`crate::preallocate`]). 0 turns it off. Default 256 MiB. A broker setting, not a
@@ -73,6 +80,8 @@ impl Default for LogConfig {
             retention_bytes: None,
             flush: FlushPolicy::default(),
             timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max: None,
+            timestamp_after_max: Some(Duration::from_secs(3600)),
             preallocate_bytes: 256 << 20,
         }
     }
@@ -108,6 +117,8 @@ impl LogConfig {
         "flush.messages",
         "flush.ms",
         "message.timestamp.type",
+        "message.timestamp.before.max.ms",
+        "message.timestamp.after.max.ms",
     ];
 
     /// Applies one Kafka-style topic config. Nothing changes when the key or value is invalid.
@@ -182,6 +193,19 @@ impl LogConfig {
                     _ => return Err(invalid("expected CreateTime or LogAppendTime")),
                 }
             }
+            "message.timestamp.before.max.ms" | "message.timestamp.after.max.ms" => {
+                let bound = match number()? {
+                    i64::MAX => None,
+                    n => Some(Duration::from_millis(
+                        u64::try_from(n).map_err(|_| invalid("must be >= 0"))?,
+                    )),
+                };
+                if key.contains("before") {
+                    self.timestamp_before_max = bound;
+                } else {
+                    self.timestamp_after_max = bound;
+                }
+            }
             _ => return Err(ConfigError::UnknownKey(key.to_owned())),
         }
         Ok(())
@@ -207,12 +231,22 @@ mod tests {
         assert_eq!(config.retention_bytes, Some(5000));
         assert_eq!(config.flush, FlushPolicy::every_append());
         assert_eq!(config.timestamp_type, TimestampType::LogAppendTime);
+        assert_eq!(config.timestamp_after_max, Some(Duration::from_secs(3600)));
+        config
+            .set("message.timestamp.after.max.ms", "5000")
+            .unwrap();
+        config
+            .set("message.timestamp.before.max.ms", "60000")
+            .unwrap();
+        assert_eq!(config.timestamp_after_max, Some(Duration::from_secs(5)));
+        assert_eq!(config.timestamp_before_max, Some(Duration::from_secs(60)));
 
         let before = config.clone();
         assert!(config.set("segment.bytes", "0").is_err());
         assert!(config.set("segment.bytes", "lots").is_err());
         assert!(config.set("retention.bytes", "-7").is_err());
         assert!(config.set("message.timestamp.type", "Now").is_err());
+        assert!(config.set("message.timestamp.after.max.ms", "-5").is_err());
         assert_eq!(
             config.set("nope", "1"),
             Err(ConfigError::UnknownKey("nope".into()))

@@ -29,6 +29,15 @@ pub enum LogError {
         /// The limit.
         max: usize,
     },
+    /// A record's timestamp is further from the broker's clock than
+    /// `message.timestamp.before.max.ms` / `after.max.ms` allow (wire code INVALID_TIMESTAMP).
+    #[error("record timestamp {timestamp} is {reason}")]
+    InvalidTimestamp {
+        /// The timestamp (ms since the epoch).
+        timestamp: i64,
+        /// How far off, and which limit.
+        reason: String,
+    },
     /// The offset is outside `[log start offset, log end offset]` (wire code OFFSET_OUT_OF_RANGE).
     #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
     OffsetOutOfRange {

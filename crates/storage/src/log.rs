@@ -431,6 +431,36 @@ impl PartitionLog {
         result
     }
 
+    /// `message.timestamp.before.max.ms` / `after.max.ms` against this broker's clock, for the
+    /// oldest and newest timestamps of a batch (its records' and its header's `maxTimestamp`,
+    /// which retention reads).
+    fn check_timestamps(&self, oldest: i64, newest: i64) -> Result<()> {
+        let now = now_ms();
+        if let Some(before) = self.config.timestamp_before_max {
+            let limit = before.as_millis().min(i64::MAX as u128) as i64;
+            if now.saturating_sub(oldest) > limit {
+                return Err(LogError::InvalidTimestamp {
+                    timestamp: oldest,
+                    reason: format!(
+                        "more than message.timestamp.before.max.ms = {limit} before the broker's clock"
+                    ),
+                });
+            }
+        }
+        if let Some(after) = self.config.timestamp_after_max {
+            let limit = after.as_millis().min(i64::MAX as u128) as i64;
+            if newest.saturating_sub(now) > limit {
+                return Err(LogError::InvalidTimestamp {
+                    timestamp: newest,
+                    reason: format!(
+                        "more than message.timestamp.after.max.ms = {limit} after the broker's clock"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Appends one batch from a producer as the partition leader in `leader_epoch`: validates
     /// it (size, length, CRC, and every record: [`batch::check_records`]), assigns it the next offsets by rewriting the
     /// base offset and leader epoch in its header, and writes it. Invalid input changes
@@ -462,7 +492,11 @@ impl PartitionLog {
         // Decompressed, a batch may be at most 8 times max.message.bytes (8 MiB by default):
         // a small batch of zeros must not cost every consumer hundreds of MB to decode.
         let max_decompressed = self.config.max_message_bytes.saturating_mul(8);
-        batch::check_records(&batch, &header, max_decompressed)?;
+        let timestamps = batch::check_records(&batch, &header, max_decompressed)?;
+        if self.config.timestamp_type == TimestampType::CreateTime {
+            let (lo, hi) = timestamps.unwrap_or((header.max_timestamp, header.max_timestamp));
+            self.check_timestamps(lo.min(header.max_timestamp), hi.max(header.max_timestamp))?;
+        }
         if leader_epoch < 0 {
             return Err(LogError::InvalidRequest(format!(
                 "leader epoch {leader_epoch} is negative"

@@ -638,3 +638,50 @@ fn preallocation_can_be_turned_off() {
         .unwrap();
     assert!(log.take_preallocation().unwrap().is_none());
 }
+
+/// Issue 15: timestamps were not checked, so a batch stamped `i64::MAX` kept its segment from
+/// ever being deleted by retention. With CreateTime, a record more than
+/// `message.timestamp.after.max.ms` (1 h by default) ahead of the broker's clock, or more than
+/// `before.max.ms` behind it when set, is refused and the log does not change; LogAppendTime
+/// stamps the broker's clock and needs no check.
+#[test]
+fn timestamps_far_from_the_clock_are_refused() {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use weir_storage::batch::TimestampType;
+    use weir_storage::LogError;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        timestamp_before_max: Some(Duration::from_secs(24 * 3600)),
+        ..LogConfig::default()
+    };
+    let mut log = PartitionLog::open(dir.path(), config).unwrap();
+    log.append_as_leader(batch("now", 2, now), 0).unwrap();
+    for ts in [
+        i64::MAX - 10,
+        now + 2 * 3600 * 1000,
+        now - 2 * 24 * 3600 * 1000,
+    ] {
+        let err = log.append_as_leader(batch("off", 2, ts), 0).unwrap_err();
+        assert!(
+            matches!(err, LogError::InvalidTimestamp { .. }),
+            "{ts}: {err}"
+        );
+        assert_eq!(log.log_end_offset(), 2, "{ts}");
+    }
+    log.append_as_leader(batch("soon", 1, now + 60_000), 0)
+        .unwrap();
+    assert_eq!(log.log_end_offset(), 3);
+    drop(log);
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        timestamp_type: TimestampType::LogAppendTime,
+        ..LogConfig::default()
+    };
+    let mut log = PartitionLog::open(dir.path(), config).unwrap();
+    log.append_as_leader(batch("future", 2, i64::MAX - 10), 0)
+        .unwrap();
+}

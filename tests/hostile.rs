@@ -248,6 +248,27 @@ async fn broker_registrations_with_oversized_or_malformed_fields_are_refused() {
     );
 }
 
+/// Waits until this single-node cluster's broker leads partition 0 of `topic` (a topic just
+/// created is led a moment later).
+async fn wait_led(cluster: &mut Cluster, topic: &str) {
+    wait_for("the partition led", STARTUP, || {
+        let mut client = cluster.broker_client(1);
+        let topic = topic.to_owned();
+        async move {
+            let r = client
+                .partition_offsets(weir_proto::broker::v1::PartitionOffsetsRequest { topic })
+                .await
+                .ok()?
+                .into_inner();
+            r.partitions
+                .first()
+                .is_some_and(|p| p.error.is_none())
+                .then_some(())
+        }
+    })
+    .await;
+}
+
 /// `good`'s header over `body`, claiming `count` records, with its length and CRC made right:
 /// a batch that passes the header checks whatever its body holds.
 fn reframe(good: &[u8], body: &[u8], count: i32) -> Vec<u8> {
@@ -278,6 +299,7 @@ async fn poison_batches_are_refused_at_produce_and_change_nothing() {
     let (mut cluster, _) = Cluster::start_ready(1, &[]).await;
     let r = cluster.create_topic(1, "p", 1, 1).await.unwrap();
     assert!(r.error.is_none(), "{:?}", r.error);
+    wait_led(&mut cluster, "p").await;
     let batch = |codec: Compression, value: Vec<u8>| {
         let mut b = BatchBuilder::new(codec);
         b.push(&Record {
@@ -363,6 +385,7 @@ async fn a_fetch_cannot_wait_for_more_than_an_answer_holds() {
     let (mut cluster, _) = Cluster::start_ready(1, &[]).await;
     let r = cluster.create_topic(1, "f", 1, 1).await.unwrap();
     assert!(r.error.is_none(), "{:?}", r.error);
+    wait_led(&mut cluster, "f").await;
     let mut client = cluster.broker_client(1);
     for _ in 0..4 {
         let mut b = BatchBuilder::new(Compression::None);

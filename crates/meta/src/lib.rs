@@ -13,6 +13,7 @@
 pub mod command;
 pub mod controller;
 pub mod election;
+pub mod fuzz;
 pub mod network;
 pub mod node;
 pub mod state;

@@ -25,6 +25,7 @@ pub mod compression;
 pub mod config;
 pub mod epoch;
 pub mod error;
+pub mod fuzz;
 pub mod index;
 pub mod log;
 pub mod preallocate;

@@ -379,9 +379,10 @@ fn disk_records(data_dir: &Path, topic: &str, partition: u32) -> Vec<Record> {
 
 /// The records of one partition in the first test: plain and batch produce requests mixed,
 /// null keys and values, headers with null values, broker-stamped and explicit timestamps.
-/// Batch records carry create times an hour ahead so ListOffsets by timestamp finds them.
+/// Batch records carry create times half an hour ahead (within message.timestamp.after.max.ms)
+/// so ListOffsets by timestamp finds them.
 fn sample_segments(partition: u32, now: i64) -> Vec<(bool, Vec<Record>)> {
-    let future = now + 3_600_000;
+    let future = now + 1_800_000;
     let rec = |i: usize, ts: i64, key: bool, value: Option<String>| Record {
         offset: 0,
         timestamp: ts,
@@ -519,7 +520,7 @@ async fn produce_and_consume_through_a_three_node_cluster_with_rf3() {
         assert_eq!(latest.offset, count, "latest offset of events-{partition}");
 
         // By timestamp: the first record at or after it.
-        let future = now + 3_600_000;
+        let future = now + 1_800_000;
         let at = list_offset(&mut leader, "events", partition, future + 2).await;
         assert_code(&at.error, ErrorCode::None, "ListOffsets by timestamp");
         assert_eq!((at.offset, at.timestamp), (7, future + 2));

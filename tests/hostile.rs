@@ -620,3 +620,80 @@ async fn a_listener_survives_running_out_of_file_descriptors() {
     assert!(matches!(r, Ok(Ok(_))), "{r:?}");
     assert_eq!(cluster.running(), vec![1]);
 }
+
+/// A measurement, not a check (run it by name with `--ignored --nocapture`): peak RSS of a node
+/// under 200 fetch streams whose reader never reads, each asking for up to 8 MiB, over 16 MiB
+/// of committed data. docs/LIMITS.md records the figure; the node-wide fetch-memory budget that
+/// should bound it is still to do (issue 15).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_rss_under_never_reading_fetch_streams() {
+    use weir_proto::broker::v1::produce_request::Records;
+    use weir_proto::broker::v1::{FetchRequest, ProduceRequest};
+    use weir_storage::batch::{BatchBuilder, Record};
+    use weir_storage::compression::Compression;
+    let _serial = serial();
+    let (mut cluster, _) = Cluster::start_ready(1, &[]).await;
+    let r = cluster.create_topic(1, "slow", 1, 1).await.unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    wait_led(&mut cluster, "slow").await;
+    let mut client = cluster.broker_client(1);
+    for _ in 0..16 {
+        let mut b = BatchBuilder::new(Compression::None);
+        for _ in 0..1000 {
+            b.push(&Record {
+                value: Some(bytes::Bytes::from(vec![3u8; 1000])),
+                ..Record::default()
+            });
+        }
+        let r = client
+            .produce(ProduceRequest {
+                topic: "slow".into(),
+                partition: 0,
+                acks: 1,
+                timeout_ms: 5000,
+                records: Some(Records::Batch(b.build(0).unwrap())),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.error.is_none(), "{:?}", r.error);
+    }
+    let idle = cluster.memory_kb(1, "VmRSS").unwrap();
+    let addr = cluster.node(1).direct_broker_addr();
+    let mut streams = Vec::new();
+    let mut c = common::broker_client_at(&addr);
+    for i in 0..200 {
+        // Twenty connections of ten streams: a client's windows would otherwise cap what the
+        // node can push out, and the rest waits in the node.
+        if i % 10 == 0 {
+            c = common::broker_client_at(&addr);
+        }
+        let s = c
+            .fetch(FetchRequest {
+                topic: "slow".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 8 << 20,
+                min_bytes: 1,
+                max_wait_ms: 1000,
+                decode: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        streams.push(s);
+    }
+    let mut peak = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        peak = peak.max(cluster.memory_kb(1, "VmRSS").unwrap());
+    }
+    println!(
+        "200 never-reading fetch streams: RSS idle {} MB, peak {} MB, VmHWM {} MB",
+        idle / 1024,
+        peak / 1024,
+        cluster.memory_kb(1, "VmHWM").unwrap() / 1024
+    );
+    drop(streams);
+}

@@ -41,6 +41,12 @@ pub const MAX_IN_FLIGHT_BYTES: usize = 256 * 1024 * 1024;
 /// empty names once built a ~192 MB answer). More is refused with INVALID_REQUEST. Asking for
 /// every topic (no names) is not bounded by this.
 pub const MAX_METADATA_TOPICS: usize = 10_000;
+/// Bytes of client fetch answers a node holds at once: read from the log and not yet handed to
+/// the transport (queued for a stream, or the last one taken while its reader has not read it).
+/// A fetch waits for room before it reads, so streams whose readers never read cost the node at
+/// most this (they slow every consumer down meanwhile, as Kafka's `queued.max.request.bytes`
+/// does), not their number times their answers (200 such streams took a node to 3.2 GB).
+pub const FETCH_MEMORY_BYTES: usize = 256 * 1024 * 1024;
 /// Largest fetch answer, whatever a client asks for.
 pub const MAX_FETCH_BYTES: usize = 8 * 1024 * 1024;
 /// acks=all timeout when the request gives none.
@@ -57,6 +63,8 @@ pub(crate) fn now_ms() -> i64 {
 pub struct BrokerService {
     manager: Arc<ReplicaManager>,
     in_flight: Arc<Semaphore>,
+    /// Bytes of fetch answers read and not yet taken by the transport ([`FETCH_MEMORY_BYTES`]).
+    fetch_memory: Arc<Semaphore>,
 }
 
 impl BrokerService {
@@ -70,6 +78,7 @@ impl BrokerService {
         Self {
             manager,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES)),
+            fetch_memory: Arc::new(Semaphore::new(FETCH_MEMORY_BYTES)),
         }
     }
 
@@ -314,6 +323,40 @@ type ProduceStream = Pin<Box<dyn Stream<Item = Result<pb::ProduceResponse, Statu
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Status>> + Send>>;
 
+/// A fetch answer and its share of [`FETCH_MEMORY_BYTES`].
+type FetchItem = (
+    Result<pb::FetchResponse, Status>,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+);
+
+/// The answers of one fetch stream, each holding its share of the fetch memory until the
+/// transport asks for the next one: an answer handed to a reader that does not read stays in
+/// the HTTP/2 send buffer, and is still counted.
+struct Budgeted {
+    rx: mpsc::Receiver<FetchItem>,
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Stream for Budgeted {
+    type Item = Result<pb::FetchResponse, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        // Asked for the next answer: the transport has taken the last one.
+        self.held = None;
+        match self.rx.poll_recv(cx) {
+            std::task::Poll::Ready(Some((answer, held))) => {
+                self.held = held;
+                std::task::Poll::Ready(Some(answer))
+            }
+            std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
 fn fetch_error(e: &BrokerError) -> pb::FetchResponse {
     pb::FetchResponse {
         error: Some(e.to_wire()),
@@ -341,7 +384,8 @@ fn next_offset_after(bytes: &Bytes, fallback: i64) -> i64 {
 async fn fetch_loop(
     part: Arc<Partition>,
     req: pb::FetchRequest,
-    tx: mpsc::Sender<Result<pb::FetchResponse, Status>>,
+    tx: mpsc::Sender<FetchItem>,
+    memory: Arc<Semaphore>,
 ) {
     let max_bytes = (req.max_bytes as usize).clamp(1, MAX_FETCH_BYTES);
     let max_bytes = if req.max_bytes == 0 {
@@ -358,11 +402,11 @@ async fn fetch_loop(
     loop {
         let deadline = tokio::time::Instant::now() + max_wait;
         // Wait for committed data past `offset` (and min_bytes of it), up to max_wait.
-        let bytes = loop {
+        let (bytes, held) = loop {
             let view = *views.borrow_and_update();
             if !view.leading {
                 let e = BrokerError::not_leader(&part.topic, part.index, None);
-                let _ = tx.send(Ok(fetch_error(&e))).await;
+                let _ = tx.send((Ok(fetch_error(&e)), None)).await;
                 return;
             }
             if offset < view.log_start || offset > view.log_end {
@@ -373,27 +417,41 @@ async fn fetch_loop(
                         view.log_start, view.log_end
                     ),
                 );
-                let _ = tx.send(Ok(fetch_error(&e))).await;
+                let _ = tx.send((Ok(fetch_error(&e)), None)).await;
                 return;
             }
-            let bytes = if view.high_watermark > offset {
+            let (bytes, held) = if view.high_watermark > offset {
+                // Room for a whole answer first (max_bytes <= MAX_FETCH_BYTES fits in u32).
+                let room = tokio::select! {
+                    room = Arc::clone(&memory).acquire_many_owned(max_bytes as u32) => room,
+                    _ = tx.closed() => return,
+                };
+                let Ok(mut room) = room else {
+                    return;
+                };
                 match part.read(offset, max_bytes, view.high_watermark) {
-                    Ok(bytes) => bytes,
+                    Ok(bytes) => {
+                        // Keep what the answer holds; give the rest back now.
+                        let held = room.split(bytes.len()).unwrap_or(room);
+                        (bytes, Some(held))
+                    }
                     Err(e) => {
-                        let _ = tx.send(Ok(fetch_error(&e))).await;
+                        let _ = tx.send((Ok(fetch_error(&e)), None)).await;
                         return;
                     }
                 }
             } else {
-                Bytes::new()
+                (Bytes::new(), None)
             };
             if !bytes.is_empty() && bytes.len() >= min_bytes {
-                break bytes;
+                break (bytes, held);
             }
+            // Not enough yet: hold nothing while waiting.
+            drop(held);
             match tokio::time::timeout_at(deadline, views.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => return,
-                Err(_) => break bytes,
+                Err(_) => break (bytes, None),
             }
         };
         let view = part.view();
@@ -417,7 +475,7 @@ async fn fetch_loop(
                     ),
                     Err(e) => {
                         let e = BrokerError::new(ErrorCode::CorruptMessage, e.to_string());
-                        let _ = tx.send(Ok(fetch_error(&e))).await;
+                        let _ = tx.send((Ok(fetch_error(&e)), None)).await;
                         return;
                     }
                 }
@@ -425,7 +483,7 @@ async fn fetch_loop(
         } else {
             response.batches = bytes;
         }
-        if tx.send(Ok(response)).await.is_err() {
+        if tx.send((Ok(response), held)).await.is_err() {
             return; // the consumer went away
         }
         offset = next;
@@ -574,16 +632,16 @@ impl pb::broker_server::Broker for BrokerService {
         req: Request<pb::FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
         let req = req.into_inner();
-        let (tx, rx) = mpsc::channel(2);
+        let (tx, rx) = mpsc::channel(1);
         match self.leader(&req.topic, req.partition) {
             Ok(part) => {
-                tokio::spawn(fetch_loop(part, req, tx));
+                tokio::spawn(fetch_loop(part, req, tx, Arc::clone(&self.fetch_memory)));
             }
             Err(e) => {
-                let _ = tx.send(Ok(fetch_error(&e))).await;
+                let _ = tx.send((Ok(fetch_error(&e)), None)).await;
             }
         }
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(Budgeted { rx, held: None })))
     }
 
     async fn list_offsets(

@@ -516,3 +516,44 @@ async fn a_cut_off_leader_then_a_killed_successor_loses_nothing_acked() {
     }
     finish(cluster, w, name, seed).await;
 }
+
+/// ISR changes racing a failover (issue 14 items 5 and 6): with `replica.lag.time.max.ms` at
+/// 1 s, a follower frozen past it is being removed from the ISR (AlterPartition in flight) while
+/// the leader is killed; then the follower wakes and the leader restarts. The controller must
+/// elect only from the ISR it committed, and an expansion must not re-add a replica that lacks
+/// the new epoch's start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isr_changes_racing_a_failover_keep_acked_writes() {
+    let _serial = serial();
+    let name = "isr-race";
+    let seed = workload::seed(name);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut cluster, w) = setup(3, &[("WEIR_REPLICA_LAG_TIME_MAX_MS", "1000")], &[], seed).await;
+    for round in 0..workload::rounds(3) {
+        wait_full_isr(&mut cluster).await;
+        let p = rng.gen_range(0..PARTITIONS);
+        let leader = leader_of(&mut cluster, p).await;
+        let follower = (1..=3)
+            .filter(|id| *id != leader)
+            .nth(rng.gen_range(0..2))
+            .unwrap();
+        cluster.pause(follower, true);
+        w.fault(format!(
+            "round {round}: SIGSTOP node {follower} (follower of {p})"
+        ));
+        // Around the lag bound: the shrink may be decided, in flight or committed.
+        tokio::time::sleep(pause_ms(&mut rng, 800, 1600)).await;
+        cluster.kill(leader);
+        w.fault(format!(
+            "round {round}: kill -9 node {leader} (leader of {p})"
+        ));
+        tokio::time::sleep(pause_ms(&mut rng, 100, 800)).await;
+        cluster.pause(follower, false);
+        w.fault(format!("round {round}: SIGCONT node {follower}"));
+        served_again(&mut cluster, &w, "the failover").await;
+        cluster.spawn(leader);
+        w.fault(format!("round {round}: restart node {leader}"));
+        served_again(&mut cluster, &w, "the restart").await;
+    }
+    finish(cluster, w, name, seed).await;
+}

@@ -57,6 +57,14 @@ struct Run {
 }
 
 impl Run {
+    fn of(output: std::process::Output) -> Self {
+        Self {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        }
+    }
+
     fn ok(self) -> Self {
         assert_eq!(self.code, 0, "weir failed: {self:?}");
         self
@@ -71,15 +79,7 @@ impl Run {
 /// Runs `weir ARGS` with `bootstrap` in WEIR_BOOTSTRAP and `stdin` as its input; at most 2
 /// minutes.
 async fn weir_run(bootstrap: &str, args: &[&str], stdin: &[u8]) -> Run {
-    let mut child = tokio::process::Command::new(weir())
-        .args(args)
-        .env("WEIR_BOOTSTRAP", bootstrap)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = weir_spawn(bootstrap, args);
     let mut input = child.stdin.take().unwrap();
     let stdin = stdin.to_vec();
     let writer = tokio::spawn(async move {
@@ -91,11 +91,21 @@ async fn weir_run(bootstrap: &str, args: &[&str], stdin: &[u8]) -> Run {
         .unwrap_or_else(|_| panic!("weir {args:?} did not finish within 2 minutes"))
         .unwrap();
     writer.await.unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
+    Run::of(output)
+}
+
+/// `weir ARGS` started with `bootstrap` in WEIR_BOOTSTRAP, its stdin, stdout and stderr piped;
+/// killed if dropped.
+fn weir_spawn(bootstrap: &str, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(weir())
+        .args(args)
+        .env("WEIR_BOOTSTRAP", bootstrap)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
 }
 
 async fn weir_ok(bootstrap: &str, args: &[&str]) -> Run {
@@ -610,15 +620,7 @@ async fn produce_keeps_retrying_through_a_leader_kill() {
         let from = 100_000 * (round + 1);
         // Half the input first; the leader is killed once that half is being written, and the
         // other half follows, so the kill always lands in the middle of the run.
-        let mut child = tokio::process::Command::new(weir())
-            .args(["produce", "t", "--acks", "all"])
-            .env("WEIR_BOOTSTRAP", &b)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let mut child = weir_spawn(&b, &["produce", "t", "--acks", "all"]);
         let mut input = child.stdin.take().unwrap();
         input.write_all(&lines(from, from + 50_000)).await.unwrap();
         input.flush().await.unwrap();
@@ -641,11 +643,7 @@ async fn produce_keeps_retrying_through_a_leader_kill() {
             .await
             .expect("the produce run finished within 2 minutes")
             .unwrap();
-        let run = Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(output.stdout).unwrap(),
-            stderr: String::from_utf8(output.stderr).unwrap(),
-        };
+        let run = Run::of(output);
         assert_eq!(
             run.code, 0,
             "round {round}: the producer gave up during the failover: {}",

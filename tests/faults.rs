@@ -169,6 +169,29 @@ async fn finish(mut cluster: Cluster, mut w: Workload, name: &str, seed: u64) {
     assert_clean(&w, &report, name, seed);
 }
 
+/// kill -9 node `id` (`why`: what it is, for the fault note), wait until the cluster serves
+/// again, wait `pause`, and restart it.
+async fn kill_then_restart(
+    cluster: &mut Cluster,
+    w: &Workload,
+    (id, why): (u64, &str),
+    round: usize,
+    pause: Duration,
+) {
+    cluster.kill(id);
+    w.fault(format!("round {round}: kill -9 node {id} ({why})"));
+    served_again(cluster, w, "the kill").await;
+    tokio::time::sleep(pause).await;
+    restart(cluster, w, id, round).await;
+}
+
+/// Restarts node `id` and waits until the cluster serves again.
+async fn restart(cluster: &mut Cluster, w: &Workload, id: u64, round: usize) {
+    cluster.spawn(id);
+    w.fault(format!("round {round}: restart node {id}"));
+    served_again(cluster, w, "the restart").await;
+}
+
 fn pause_ms(rng: &mut StdRng, from: u64, to: u64) -> Duration {
     Duration::from_millis(rng.gen_range(from..to))
 }
@@ -185,15 +208,9 @@ async fn acked_writes_survive_repeated_leader_kills() {
         wait_full_isr(&mut cluster).await;
         let p = rng.gen_range(0..PARTITIONS);
         let leader = leader_of(&mut cluster, p).await;
-        cluster.kill(leader);
-        w.fault(format!(
-            "round {round}: kill -9 node {leader} (leader of {p})"
-        ));
-        served_again(&mut cluster, &w, "the kill").await;
-        tokio::time::sleep(pause_ms(&mut rng, 200, 2000)).await;
-        cluster.spawn(leader);
-        w.fault(format!("round {round}: restart node {leader}"));
-        served_again(&mut cluster, &w, "the restart").await;
+        let why = format!("leader of {p}");
+        let pause = pause_ms(&mut rng, 200, 2000);
+        kill_then_restart(&mut cluster, &w, (leader, &why), round, pause).await;
     }
     finish(cluster, w, name, seed).await;
 }
@@ -231,9 +248,7 @@ async fn acked_writes_survive_back_to_back_failovers_that_elect_a_lagging_replic
             "round {round}: restart node {a}, SIGCONT node {c}, kill -9 node {b}"
         ));
         served_again(&mut cluster, &w, "the second failover").await;
-        cluster.spawn(b);
-        w.fault(format!("round {round}: restart node {b}"));
-        served_again(&mut cluster, &w, "the restart").await;
+        restart(&mut cluster, &w, b, round).await;
     }
     finish(cluster, w, name, seed).await;
 }
@@ -510,9 +525,7 @@ async fn a_cut_off_leader_then_a_killed_successor_loses_nothing_acked() {
         ));
         served_again(&mut cluster, &w, "the kill").await;
         tokio::time::sleep(pause_ms(&mut rng, 200, 1500)).await;
-        cluster.spawn(b);
-        w.fault(format!("round {round}: restart node {b}"));
-        served_again(&mut cluster, &w, "the restart").await;
+        restart(&mut cluster, &w, b, round).await;
     }
     finish(cluster, w, name, seed).await;
 }
@@ -551,9 +564,7 @@ async fn isr_changes_racing_a_failover_keep_acked_writes() {
         cluster.pause(follower, false);
         w.fault(format!("round {round}: SIGCONT node {follower}"));
         served_again(&mut cluster, &w, "the failover").await;
-        cluster.spawn(leader);
-        w.fault(format!("round {round}: restart node {leader}"));
-        served_again(&mut cluster, &w, "the restart").await;
+        restart(&mut cluster, &w, leader, round).await;
     }
     finish(cluster, w, name, seed).await;
 }

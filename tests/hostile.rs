@@ -269,19 +269,38 @@ async fn wait_led(cluster: &mut Cluster, topic: &str) {
     .await;
 }
 
-/// `good`'s header over `body`, claiming `count` records, with its length and CRC made right:
-/// a batch that passes the header checks whatever its body holds.
-fn reframe(good: &[u8], body: &[u8], count: i32) -> Vec<u8> {
-    use weir_storage::batch::{HEADER_LEN, LOG_OVERHEAD};
-    let mut out = good[..HEADER_LEN].to_vec();
-    out.extend_from_slice(body);
-    let length = (out.len() - LOG_OVERHEAD) as i32;
-    out[8..12].copy_from_slice(&length.to_be_bytes());
-    out[23..27].copy_from_slice(&(count - 1).to_be_bytes());
-    out[57..61].copy_from_slice(&count.to_be_bytes());
-    let crc = crc32c::crc32c(&out[21..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    out
+/// Produces `batches` batches of `per_batch` records of 1,000 bytes to partition 0 of `topic`.
+async fn produce_kib_records(
+    client: &mut weir_proto::broker::v1::broker_client::BrokerClient<tonic::transport::Channel>,
+    topic: &str,
+    batches: usize,
+    per_batch: usize,
+) {
+    use weir_proto::broker::v1::produce_request::Records;
+    use weir_proto::broker::v1::ProduceRequest;
+    use weir_storage::batch::{BatchBuilder, Record};
+    use weir_storage::compression::Compression;
+    for _ in 0..batches {
+        let mut b = BatchBuilder::new(Compression::None);
+        for _ in 0..per_batch {
+            b.push(&Record {
+                value: Some(bytes::Bytes::from(vec![7u8; 1000])),
+                ..Record::default()
+            });
+        }
+        let r = client
+            .produce(ProduceRequest {
+                topic: topic.into(),
+                partition: 0,
+                acks: 1,
+                timeout_ms: 5000,
+                records: Some(Records::Batch(b.build(0).unwrap())),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.error.is_none(), "{:?}", r.error);
+    }
 }
 
 /// Issue 15: batches that pass the header checks but that no consumer can decode — a zstd body
@@ -295,6 +314,7 @@ async fn poison_batches_are_refused_at_produce_and_change_nothing() {
     use weir_proto::broker::v1::{PartitionOffsetsRequest, ProduceRequest};
     use weir_storage::batch::{BatchBuilder, Record, HEADER_LEN};
     use weir_storage::compression::Compression;
+    use weir_storage::fuzz::reframe;
     let _serial = serial();
     let (mut cluster, _) = Cluster::start_ready(1, &[]).await;
     let r = cluster.create_topic(1, "p", 1, 1).await.unwrap();
@@ -377,37 +397,14 @@ async fn poison_batches_are_refused_at_produce_and_change_nothing() {
 #[tokio::test]
 async fn a_fetch_cannot_wait_for_more_than_an_answer_holds() {
     use tokio_stream::StreamExt;
-    use weir_proto::broker::v1::produce_request::Records;
-    use weir_proto::broker::v1::{FetchRequest, ProduceRequest};
-    use weir_storage::batch::{BatchBuilder, Record};
-    use weir_storage::compression::Compression;
+    use weir_proto::broker::v1::FetchRequest;
     let _serial = serial();
     let (mut cluster, _) = Cluster::start_ready(1, &[]).await;
     let r = cluster.create_topic(1, "f", 1, 1).await.unwrap();
     assert!(r.error.is_none(), "{:?}", r.error);
     wait_led(&mut cluster, "f").await;
     let mut client = cluster.broker_client(1);
-    for _ in 0..4 {
-        let mut b = BatchBuilder::new(Compression::None);
-        for _ in 0..512 {
-            b.push(&Record {
-                value: Some(bytes::Bytes::from(vec![7u8; 1000])),
-                ..Record::default()
-            });
-        }
-        let r = client
-            .produce(ProduceRequest {
-                topic: "f".into(),
-                partition: 0,
-                acks: 1,
-                timeout_ms: 5000,
-                records: Some(Records::Batch(b.build(0).unwrap())),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(r.error.is_none(), "{:?}", r.error);
-    }
+    produce_kib_records(&mut client, "f", 4, 512).await;
     let started = std::time::Instant::now();
     let mut stream = client
         .fetch(FetchRequest {
@@ -628,37 +625,14 @@ async fn a_listener_survives_running_out_of_file_descriptors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn measure_rss_under_never_reading_fetch_streams() {
-    use weir_proto::broker::v1::produce_request::Records;
-    use weir_proto::broker::v1::{FetchRequest, ProduceRequest};
-    use weir_storage::batch::{BatchBuilder, Record};
-    use weir_storage::compression::Compression;
+    use weir_proto::broker::v1::FetchRequest;
     let _serial = serial();
     let (mut cluster, _) = Cluster::start_ready(1, &[]).await;
     let r = cluster.create_topic(1, "slow", 1, 1).await.unwrap();
     assert!(r.error.is_none(), "{:?}", r.error);
     wait_led(&mut cluster, "slow").await;
     let mut client = cluster.broker_client(1);
-    for _ in 0..16 {
-        let mut b = BatchBuilder::new(Compression::None);
-        for _ in 0..1000 {
-            b.push(&Record {
-                value: Some(bytes::Bytes::from(vec![3u8; 1000])),
-                ..Record::default()
-            });
-        }
-        let r = client
-            .produce(ProduceRequest {
-                topic: "slow".into(),
-                partition: 0,
-                acks: 1,
-                timeout_ms: 5000,
-                records: Some(Records::Batch(b.build(0).unwrap())),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(r.error.is_none(), "{:?}", r.error);
-    }
+    produce_kib_records(&mut client, "slow", 16, 1000).await;
     let idle = cluster.memory_kb(1, "VmRSS").unwrap();
     let addr = cluster.node(1).direct_broker_addr();
     let mut streams = Vec::new();

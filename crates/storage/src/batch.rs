@@ -897,18 +897,7 @@ mod tests {
         check_records(&good, &header, usize::MAX).unwrap();
     }
 
-    /// `good`'s header over `body`, claiming `count` records, with length and CRC made right.
-    fn reframe(good: &[u8], body: &[u8], count: i32) -> Vec<u8> {
-        let mut out = good[..HEADER_LEN].to_vec();
-        out.extend_from_slice(body);
-        let length = (out.len() - LOG_OVERHEAD) as i32;
-        out[8..12].copy_from_slice(&length.to_be_bytes());
-        out[23..27].copy_from_slice(&(count - 1).to_be_bytes());
-        out[57..61].copy_from_slice(&count.to_be_bytes());
-        let crc = crc32c::crc32c(&out[21..]);
-        out[17..21].copy_from_slice(&crc.to_be_bytes());
-        out
-    }
+    use crate::fuzz::reframe;
 
     fn checked(batch: &[u8], max_decompressed: usize) -> Result<(), BatchError> {
         let header = validate(batch, usize::MAX)?;

@@ -7,6 +7,22 @@ use bytes::Bytes;
 use crate::batch::{self, Batches, RecordBatch};
 use crate::{LogConfig, PartitionLog};
 
+/// `good`'s header (the first [`batch::HEADER_LEN`] bytes of a valid batch) over `body`,
+/// claiming `count` records, with its length, `lastOffsetDelta` and CRC made consistent: a
+/// batch that passes the header checks whatever its body holds. For fuzz seeds and tests of
+/// the record checks.
+pub fn reframe(good: &[u8], body: &[u8], count: i32) -> Vec<u8> {
+    let mut out = good[..batch::HEADER_LEN].to_vec();
+    out.extend_from_slice(body);
+    let length = (out.len() - batch::LOG_OVERHEAD) as i32;
+    out[8..12].copy_from_slice(&length.to_be_bytes());
+    out[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+    out[57..61].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
 /// Decompressed-size bound used by [`batch`]: the produce path's default (8 × max.message.bytes).
 const MAX_DECOMPRESSED: usize = 8 << 20;
 

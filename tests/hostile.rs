@@ -671,3 +671,40 @@ async fn measure_rss_under_never_reading_fetch_streams() {
     );
     drop(streams);
 }
+
+/// Issue 15: there was no limit on connections. A listener holds at most 4,096 at once
+/// (`weir_proto::listen::MAX_CONNECTIONS`): with that many idle connections open, a new client
+/// is not served; once they close, it is.
+#[tokio::test]
+async fn a_listener_holds_a_bounded_number_of_connections() {
+    let _serial = serial();
+    let (mut cluster, _) = Cluster::start_ready(1, &[]).await;
+    let addr = cluster.node(1).direct_broker_addr();
+    let mut idle = Vec::new();
+    for _ in 0..weir_proto::listen::MAX_CONNECTIONS + 16 {
+        idle.push(std::net::TcpStream::connect(&addr).unwrap());
+    }
+    let ask = |cluster: &mut Cluster| {
+        let mut client = cluster.broker_client(1);
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                client.metadata(weir_proto::broker::v1::MetadataRequest { topics: vec![] }),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok())
+        }
+    };
+    assert!(
+        !ask(&mut cluster).await,
+        "a client was served past {} open connections",
+        weir_proto::listen::MAX_CONNECTIONS
+    );
+    drop(idle);
+    wait_for("a client served again", STARTUP, || {
+        let served = ask(&mut cluster);
+        async move { served.await.then_some(()) }
+    })
+    .await;
+    assert_eq!(cluster.running(), vec![1]);
+}

@@ -17,12 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use common::{broker_client_at, serial, wait_for, Cluster, STARTUP};
+use common::{assert_code, broker_client_at, code, code_name, serial, wait_for, Cluster, STARTUP};
 use tonic::transport::Channel;
 use weir_proto::broker::v1 as bpb;
 use weir_proto::broker::v1::broker_client::BrokerClient;
 use weir_proto::broker::v1::produce_request::Records;
-use weir_proto::common::v1::{Error as PbError, ErrorCode};
+use weir_proto::common::v1::ErrorCode;
 use weir_proto::controller::v1 as pb;
 use weir_storage::batch::Batches;
 use weir_storage::{BatchBuilder, Compression, Header, Record};
@@ -36,35 +36,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-/// The error code of an answer; an absent error is NONE.
-fn code(error: &Option<PbError>) -> i32 {
-    error.as_ref().map_or(0, |e| e.code)
-}
-
-fn code_name(code: i32) -> String {
-    ErrorCode::try_from(code)
-        .map(|c| c.as_str_name().to_owned())
-        .unwrap_or_else(|_| format!("unknown code {code}"))
-}
-
-/// Asserts the answer's error code; an error must come with a message a person can act on.
-#[track_caller]
-fn assert_code(error: &Option<PbError>, expected: ErrorCode, what: &str) {
-    let got = code(error);
-    assert_eq!(
-        got,
-        expected as i32,
-        "{what}: expected {}, got {} ({:?})",
-        expected.as_str_name(),
-        code_name(got),
-        error
-    );
-    if expected != ErrorCode::None {
-        let message = error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
-        assert!(!message.is_empty(), "{what}: the error has no message");
-    }
 }
 
 fn to_proto(r: &Record) -> bpb::Record {

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{serial, wait_for, Cluster, STARTUP};
+use common::{assert_code, serial, wait_for, Cluster, STARTUP};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{LeaderId, LogId, SnapshotMeta, StoredMembership, Vote};
 use weir_meta::types::TypeConfig;
@@ -172,11 +172,10 @@ async fn metadata_requests_cannot_amplify_memory() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        answer.error.as_ref().map(|e| e.code),
-        Some(ErrorCode::InvalidRequest as i32),
-        "{:?}",
-        answer.error
+    assert_code(
+        &answer.error,
+        ErrorCode::InvalidRequest,
+        "10,001 distinct names",
     );
     assert!(answer.topics.is_empty());
     // The same name many times: one entry.
@@ -232,12 +231,10 @@ async fn broker_registrations_with_oversized_or_malformed_fields_are_refused() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(
-            r.error.as_ref().map(|e| e.code),
-            Some(ErrorCode::InvalidRequest as i32),
-            "address of {} bytes, rack {rack:?}: {:?}",
-            address.len(),
-            r.error
+        assert_code(
+            &r.error,
+            ErrorCode::InvalidRequest,
+            &format!("address of {} bytes, rack {rack:?}", address.len()),
         );
     }
     let view = cluster.describe_cluster_via(leader).await.unwrap();
@@ -522,12 +519,10 @@ async fn join_quorum_and_trigger_election_are_checked_and_rate_limited() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(
-            r.error.as_ref().map(|e| e.code),
-            Some(ErrorCode::InvalidRequest as i32),
-            "JoinQuorum({node_id}, {} bytes): {:?}",
-            address.len(),
-            r.error
+        assert_code(
+            &r.error,
+            ErrorCode::InvalidRequest,
+            &format!("JoinQuorum({node_id}, {} bytes)", address.len()),
         );
     }
     let after = cluster.describe_cluster_via(leader).await.unwrap();
@@ -551,11 +546,10 @@ async fn join_quorum_and_trigger_election_are_checked_and_rate_limited() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        second.error.as_ref().map(|e| e.code),
-        Some(ErrorCode::ThrottlingQuotaExceeded as i32),
-        "{:?}",
-        second.error
+    assert_code(
+        &second.error,
+        ErrorCode::ThrottlingQuotaExceeded,
+        "a second TriggerElection within 5 s",
     );
 }
 

@@ -86,6 +86,39 @@ where
     }
 }
 
+/// The error code of an answer; an absent error is NONE.
+pub fn code(error: &Option<weir_proto::common::v1::Error>) -> i32 {
+    error.as_ref().map_or(0, |e| e.code)
+}
+
+pub fn code_name(code: i32) -> String {
+    weir_proto::common::v1::ErrorCode::try_from(code)
+        .map(|c| c.as_str_name().to_owned())
+        .unwrap_or_else(|_| format!("unknown code {code}"))
+}
+
+/// Asserts the answer's error code; an error must come with a message a person can act on.
+#[track_caller]
+pub fn assert_code(
+    error: &Option<weir_proto::common::v1::Error>,
+    expected: weir_proto::common::v1::ErrorCode,
+    what: &str,
+) {
+    let got = code(error);
+    assert_eq!(
+        got,
+        expected as i32,
+        "{what}: expected {}, got {} ({:?})",
+        expected.as_str_name(),
+        code_name(got),
+        error
+    );
+    if expected != weir_proto::common::v1::ErrorCode::None {
+        let message = error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
+        assert!(!message.is_empty(), "{what}: the error has no message");
+    }
+}
+
 /// One node's process and addresses.
 pub struct Node {
     pub id: u64,

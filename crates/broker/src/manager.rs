@@ -29,7 +29,7 @@ use weir_proto::channel::{Channels, Profile};
 use weir_proto::controller::v1::controller_client::ControllerClient;
 use weir_storage::LogConfig;
 
-use crate::partition::{Partition, RETIRED};
+use crate::partition::{retired_path, split_retired, Partition};
 use crate::replication::{follower, isr};
 
 /// Broker settings.
@@ -92,11 +92,6 @@ fn now_ms() -> u64 {
     crate::service::now_ms().max(0) as u64
 }
 
-/// The retirement time of a retired partition directory's name, if it is one.
-fn retired_at(name: &str) -> Option<u64> {
-    name.rsplit_once(RETIRED)?.1.parse().ok()
-}
-
 /// Brings back the newest retired log of `dir` that belongs to topic id `id`, if any.
 /// Blocking.
 fn restore_retired(dir: &std::path::Path, id: &str) {
@@ -111,8 +106,7 @@ fn restore_retired(dir: &std::path::Path, id: &str) {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let (stem, at) = name.rsplit_once(RETIRED)?;
-            let at: u64 = at.parse().ok()?;
+            let (stem, at) = split_retired(&name)?;
             let owner = std::fs::read_to_string(e.path().join("partition.metadata")).ok()?;
             (stem == base && owner.trim() == id).then_some((at, e.path()))
         })
@@ -314,7 +308,7 @@ impl ReplicaManager {
             let mut left = false;
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let Some(at) = retired_at(&name) else {
+                let Some((_, at)) = split_retired(&name) else {
                     continue;
                 };
                 if now.saturating_sub(at) < delay {
@@ -552,9 +546,7 @@ impl ReplicaManager {
             if let Ok(existing) = std::fs::read_to_string(&id_file) {
                 if existing.trim() != id {
                     tracing::warn!(dir = %dir.display(), "log belongs to an older topic of the same name; retiring it");
-                    let mut name = dir.file_name().unwrap_or_default().to_os_string();
-                    name.push(format!("{RETIRED}{}", now_ms()));
-                    let _ = std::fs::rename(&dir, dir.with_file_name(name));
+                    let _ = std::fs::rename(&dir, retired_path(&dir, now_ms()));
                 }
             }
             if !dir.exists() {
@@ -589,6 +581,7 @@ impl ReplicaManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::partition::RETIRED;
 
     #[test]
     fn a_retired_log_comes_back_only_for_its_own_topic_id() {
@@ -614,7 +607,10 @@ mod tests {
             "not the newest"
         );
         assert!(!logs.path().join(format!("t-0{RETIRED}200")).exists());
-        assert_eq!(retired_at(&format!("a.b-3{RETIRED}42")), Some(42));
-        assert_eq!(retired_at("a.b-3"), None);
+        assert_eq!(
+            split_retired(&format!("a.b-3{RETIRED}42")),
+            Some(("a.b-3", 42))
+        );
+        assert_eq!(split_retired("a.b-3"), None);
     }
 }

@@ -178,6 +178,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// then the time it was retired (ms since the epoch).
 pub const RETIRED: &str = ".deleted-";
 
+/// Where the log directory `dir` goes when it is retired at `now_ms`.
+pub fn retired_path(dir: &std::path::Path, now_ms: u64) -> std::path::PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(format!("{RETIRED}{now_ms}"));
+    dir.with_file_name(name)
+}
+
+/// A retired directory's name split into the partition directory's name and the time it was
+/// retired; `None` for any other name.
+pub fn split_retired(name: &str) -> Option<(&str, u64)> {
+    let (stem, at) = name.rsplit_once(RETIRED)?;
+    Some((stem, at.parse().ok()?))
+}
+
 impl Partition {
     /// Opens (and recovers) the log in `dir`; the replica starts as a follower with no leader.
     /// Blocking: call off the async workers.
@@ -838,9 +852,7 @@ impl Partition {
         let log = self.log.read().unwrap_or_else(|e| e.into_inner());
         let dir = log.dir().to_owned();
         drop(log);
-        let mut name = dir.file_name().unwrap_or_default().to_os_string();
-        name.push(format!("{RETIRED}{now_ms}"));
-        let retired = dir.with_file_name(name);
+        let retired = retired_path(&dir, now_ms);
         std::fs::rename(&dir, &retired).map_err(|e| {
             BrokerError::new(
                 ErrorCode::KafkaStorageError,

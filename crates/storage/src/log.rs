@@ -436,24 +436,30 @@ impl PartitionLog {
     /// which retention reads).
     fn check_timestamps(&self, oldest: i64, newest: i64) -> Result<()> {
         let now = now_ms();
-        if let Some(before) = self.config.timestamp_before_max {
-            let limit = before.as_millis().min(i64::MAX as u128) as i64;
-            if now.saturating_sub(oldest) > limit {
+        let limits = [
+            (
+                self.config.timestamp_before_max,
+                oldest,
+                now.saturating_sub(oldest),
+                "before",
+            ),
+            (
+                self.config.timestamp_after_max,
+                newest,
+                newest.saturating_sub(now),
+                "after",
+            ),
+        ];
+        for (bound, timestamp, off, side) in limits {
+            let Some(bound) = bound else {
+                continue;
+            };
+            let limit = bound.as_millis().min(i64::MAX as u128) as i64;
+            if off > limit {
                 return Err(LogError::InvalidTimestamp {
-                    timestamp: oldest,
+                    timestamp,
                     reason: format!(
-                        "more than message.timestamp.before.max.ms = {limit} before the broker's clock"
-                    ),
-                });
-            }
-        }
-        if let Some(after) = self.config.timestamp_after_max {
-            let limit = after.as_millis().min(i64::MAX as u128) as i64;
-            if newest.saturating_sub(now) > limit {
-                return Err(LogError::InvalidTimestamp {
-                    timestamp: newest,
-                    reason: format!(
-                        "more than message.timestamp.after.max.ms = {limit} after the broker's clock"
+                        "more than message.timestamp.{side}.max.ms = {limit} {side} the broker's clock"
                     ),
                 });
             }

@@ -11,7 +11,8 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use weir_common::now_ms;
 
 use common::{free_port, serial, wait_for, Cluster, STARTUP};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -19,13 +20,6 @@ use weir_client::{
     partition_for_key, Acks, Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, Error,
     ErrorCode, Offset, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// A started cluster with its controller leader and all brokers active.
 async fn start(nodes: u64) -> Cluster {

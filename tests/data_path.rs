@@ -14,7 +14,8 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use weir_common::now_ms;
 
 use bytes::Bytes;
 use common::{assert_code, broker_client_at, code, code_name, serial, wait_for, Cluster, STARTUP};
@@ -30,13 +31,6 @@ use weir_storage::{BatchBuilder, Compression, Header, Record};
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn to_proto(r: &Record) -> bpb::Record {
     bpb::Record {

@@ -11,6 +11,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use weir_common::sync::MutexExt;
 
 use tonic::transport::Channel;
 use weir_proto::broker::v1::broker_client::BrokerClient;
@@ -21,7 +22,7 @@ use weir_proto::controller::v1::controller_client::ControllerClient;
 /// machine. Hold the guard for the whole test (across awaits, on purpose).
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    SERIAL.locked()
 }
 
 /// How long a cluster may take to start, elect a controller and register its brokers.

@@ -27,7 +27,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use weir_common::sync::MutexExt;
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -41,11 +42,7 @@ use weir_storage::batch::Batches;
 use super::{broker_client_at, Cluster};
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use weir_common::now_ms;
 
 /// The seed for this run: `WEIR_FAULT_SEED` or the clock; printed so a failure can be re-run.
 pub fn seed(test: &str) -> u64 {
@@ -117,10 +114,6 @@ pub struct Workload {
     stop: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
     bootstrap: Vec<String>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Metadata for `topic` from the broker at `addr` (bounded: 2 s); `None` if it did not answer.
@@ -214,12 +207,13 @@ impl Workload {
     pub fn fault(&self, what: impl Into<String>) {
         let what = what.into();
         println!("fault at {}: {what}", now_ms());
-        lock(&self.history).faults.push((now_ms(), what));
+        self.history.locked().faults.push((now_ms(), what));
     }
 
     /// Acknowledged sends so far.
     pub fn acked(&self) -> usize {
-        lock(&self.history)
+        self.history
+            .locked()
             .sends
             .iter()
             .filter(|s| matches!(s.outcome, Outcome::Acked(_)))
@@ -321,7 +315,7 @@ impl Workload {
                 }
             }
         }
-        let history = lock(&self.history);
+        let history = self.history.locked();
         Report::of(&history, &final_log, divergent)
     }
 
@@ -329,7 +323,7 @@ impl Workload {
     pub fn save_history(&self, name: &str, seed: u64) -> String {
         let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("fault-history-{name}-{seed}.jsonl"));
-        let history = lock(&self.history);
+        let history = self.history.locked();
         let mut out = String::new();
         for (at, what) in &history.faults {
             out.push_str(&serde_json::json!({"fault": what, "at_ms": at}).to_string());
@@ -758,7 +752,7 @@ async fn producer(
             }
         };
         let failed = !matches!(outcome, Outcome::Acked(_));
-        lock(&history).sends.push(SendOp {
+        history.locked().sends.push(SendOp {
             value,
             partition,
             acks,
@@ -816,7 +810,7 @@ async fn consumer(
             if msg.error.is_some() {
                 break;
             }
-            let mut h = lock(&history);
+            let mut h = history.locked();
             for r in msg.records {
                 if r.offset < next {
                     h.nonmonotonic.push(format!(

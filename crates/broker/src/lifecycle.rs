@@ -19,8 +19,6 @@
 //! — so the node stops its listener only after clients have somewhere else to go. The caller
 //! stops the data path after this task ends.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,13 +89,7 @@ pub struct BrokerStatus {
 /// A fresh random incarnation for this process: it changes at every start, so the controller
 /// tells a restarted broker (which lost its in-memory state) from the one it knew.
 pub fn new_incarnation() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
+    weir_common::random_u64()
 }
 
 /// Runs the session until `shutdown`; publishes the broker's status on the returned watch.

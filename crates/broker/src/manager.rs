@@ -18,12 +18,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use weir_common::sync::{MutexExt, RwLockExt};
 
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
-use weir_meta::topic_config::MIN_INSYNC_REPLICAS;
+use weir_common::now_ms;
+use weir_common::topic_config::{self, TopicConfig};
 use weir_meta::{BrokerInfo, MetadataState, NodeId, TopicInfo};
 use weir_proto::channel::{Channels, Profile};
 use weir_proto::controller::v1::controller_client::ControllerClient;
@@ -69,17 +71,14 @@ pub fn log_config_for(broker: &BrokerConfig, topic: &TopicInfo) -> (LogConfig, u
         ..LogConfig::default()
     };
     for (key, value) in &topic.configs {
-        if LogConfig::KEYS.contains(&key.as_str()) {
-            if let Err(e) = config.set(key, value) {
-                tracing::warn!(topic = %topic.name, error = %e, "ignoring invalid topic config");
+        match TopicConfig::parse(key, value) {
+            Ok(parsed) => config.apply(parsed),
+            Err(e) => {
+                tracing::warn!(topic = %topic.name, error = %e, "ignoring invalid topic config")
             }
         }
     }
-    let min_insync = topic
-        .configs
-        .get(MIN_INSYNC_REPLICAS)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let min_insync = topic_config::min_insync_replicas(&topic.configs) as usize;
     (config, min_insync)
 }
 
@@ -87,10 +86,6 @@ type Key = (String, u32);
 
 /// Default of [`BrokerConfig::delete_delay`]: Kafka's `file.delete.delay.ms` (60 s).
 pub const DELETE_DELAY: Duration = Duration::from_secs(60);
-
-fn now_ms() -> u64 {
-    crate::service::now_ms().max(0) as u64
-}
 
 /// Brings back the newest retired log of `dir` that belongs to topic id `id`, if any.
 /// Blocking.
@@ -145,10 +140,6 @@ pub struct ReplicaManager {
     retired: std::sync::atomic::AtomicBool,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl ReplicaManager {
     /// A manager following `metadata`; `controller_leader` answers who leads the quorum (for
     /// clients' Metadata).
@@ -189,20 +180,14 @@ impl ReplicaManager {
     /// The local replica of a partition.
     pub fn partition(&self, topic: &str, index: u32) -> Option<Arc<Partition>> {
         self.partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .read_locked()
             .get(&(topic.to_owned(), index))
             .cloned()
     }
 
     /// Every local replica.
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.partitions.read_locked().values().cloned().collect()
     }
 
     /// The address of broker `id` from the metadata.
@@ -249,7 +234,7 @@ impl ReplicaManager {
             return None;
         }
         let i = {
-            let mut next = lock(&self.next_controller);
+            let mut next = self.next_controller.locked();
             *next = next.wrapping_add(1);
             *next % self.config.controllers.len()
         };
@@ -299,7 +284,7 @@ impl ReplicaManager {
             return;
         }
         let logs = self.config.logs_dir.clone();
-        let delay = self.config.delete_delay.as_millis() as u64;
+        let delay = i64::try_from(self.config.delete_delay.as_millis()).unwrap_or(i64::MAX);
         let left = tokio::task::spawn_blocking(move || {
             let Ok(entries) = std::fs::read_dir(&logs) else {
                 return false;
@@ -332,9 +317,7 @@ impl ReplicaManager {
     async fn upkeep(&self, checkpoint: bool) {
         self.sweep_retired().await;
         let partitions = self.all_partitions();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = now_ms();
         let result = tokio::task::spawn_blocking(move || {
             for p in partitions {
                 if let Err(e) = p.maintain(now_ms, checkpoint) {
@@ -349,7 +332,7 @@ impl ReplicaManager {
     }
 
     async fn close(&self) {
-        for (_, task) in lock(&self.fetchers).drain() {
+        for (_, task) in self.fetchers.locked().drain() {
             task.abort();
         }
         let partitions = self.all_partitions();
@@ -364,7 +347,7 @@ impl ReplicaManager {
     }
 
     fn stop_fetcher(&self, key: &Key) {
-        if let Some(task) = lock(&self.fetchers).remove(key) {
+        if let Some(task) = self.fetchers.locked().remove(key) {
             task.abort();
         }
     }
@@ -408,7 +391,7 @@ impl ReplicaManager {
         }
         // Replicas to drop: topic deleted, recreated under a new id, or reassigned.
         let stale: Vec<(Key, Arc<Partition>)> = {
-            let partitions = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+            let partitions = self.partitions.read_locked();
             partitions
                 .iter()
                 .filter(|(key, part)| {
@@ -423,10 +406,7 @@ impl ReplicaManager {
         };
         for (key, part) in stale {
             self.stop_fetcher(&key);
-            self.partitions
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+            self.partitions.write_locked().remove(&key);
             let why = match state.topics.get(&key.0) {
                 None => "the metadata no longer has the topic",
                 Some(t) if t.id != part.topic_id => "the topic was recreated under a new id",
@@ -507,7 +487,9 @@ impl ReplicaManager {
                 }
                 leader => {
                     let changed = part.make_follower(leader, info.leader_epoch);
-                    let running = lock(&self.fetchers)
+                    let running = self
+                        .fetchers
+                        .locked()
                         .get(&key)
                         .is_some_and(|t| !t.is_finished());
                     if changed || (leader.is_some() && !running) {
@@ -519,7 +501,7 @@ impl ReplicaManager {
                                 leader,
                                 info.leader_epoch,
                             ));
-                            lock(&self.fetchers).insert(key.clone(), task);
+                            self.fetchers.locked().insert(key.clone(), task);
                         }
                     }
                 }
@@ -561,8 +543,7 @@ impl ReplicaManager {
             Ok(Ok(part)) => {
                 let part = Arc::new(part);
                 self.partitions
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .write_locked()
                     .insert(key.clone(), Arc::clone(&part));
                 Some(part)
             }

@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
+use weir_common::sync::{MutexExt, RwLockExt};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -170,16 +171,12 @@ fn reserve_ahead(log: &mut PartitionLog) {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// What a retired partition directory's name carries after the partition's own: the suffix,
 /// then the time it was retired (ms since the epoch).
 pub const RETIRED: &str = ".deleted-";
 
 /// Where the log directory `dir` goes when it is retired at `now_ms`.
-pub fn retired_path(dir: &std::path::Path, now_ms: u64) -> std::path::PathBuf {
+pub fn retired_path(dir: &std::path::Path, now_ms: i64) -> std::path::PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
     name.push(format!("{RETIRED}{now_ms}"));
     dir.with_file_name(name)
@@ -187,7 +184,7 @@ pub fn retired_path(dir: &std::path::Path, now_ms: u64) -> std::path::PathBuf {
 
 /// A retired directory's name split into the partition directory's name and the time it was
 /// retired; `None` for any other name.
-pub fn split_retired(name: &str) -> Option<(&str, u64)> {
+pub fn split_retired(name: &str) -> Option<(&str, i64)> {
     let (stem, at) = name.rsplit_once(RETIRED)?;
     Some((stem, at.parse().ok()?))
 }
@@ -250,7 +247,7 @@ impl Partition {
     /// serves both, on the produce path too.
     fn publish(&self, state: &mut State) {
         let (leo, start) = {
-            let log = self.log.read().unwrap_or_else(|e| e.into_inner());
+            let log = self.log.read_locked();
             (log.log_end_offset(), log.log_start_offset())
         };
         self.advance_high_watermark(state, leo);
@@ -287,8 +284,8 @@ impl Partition {
         isr: &[NodeId],
         min_insync: usize,
     ) -> Result<(), BrokerError> {
-        let _role = self.role.write().unwrap_or_else(|e| e.into_inner());
-        let mut state = lock(&self.state);
+        let _role = self.role.write_locked();
+        let mut state = self.state.locked();
         state.min_insync = min_insync.max(1);
         match &mut state.role {
             Role::Leader(l) if l.epoch == epoch => {
@@ -301,7 +298,7 @@ impl Partition {
             _ => {
                 let now = Instant::now();
                 let leo = {
-                    let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+                    let mut log = self.log.write_locked();
                     log.begin_leader_epoch(epoch)?;
                     log.log_end_offset()
                 };
@@ -340,8 +337,8 @@ impl Partition {
     /// (then the fetcher must restart: truncate and fetch from the new leader).
     pub fn make_follower(&self, leader: Option<NodeId>, epoch: i32) -> bool {
         // Waits for a leader append already under way (a few ms at most).
-        let _role = self.role.write().unwrap_or_else(|e| e.into_inner());
-        let mut state = lock(&self.state);
+        let _role = self.role.write_locked();
+        let mut state = self.state.locked();
         let changed = !matches!(&state.role, Role::Follower { leader: l, epoch: e } if *l == leader && *e == epoch);
         if changed {
             tracing::info!(topic = %self.topic, partition = self.index, epoch, leader = ?leader, "becoming follower");
@@ -353,7 +350,7 @@ impl Partition {
 
     /// The leader and epoch this replica follows, if it follows.
     pub fn following(&self) -> Option<(Option<NodeId>, i32)> {
-        match &lock(&self.state).role {
+        match &self.state.locked().role {
             Role::Follower { leader, epoch } => Some((*leader, *epoch)),
             Role::Leader(_) => None,
         }
@@ -361,7 +358,7 @@ impl Partition {
 
     /// The leader epoch, if this replica leads.
     pub fn leader_epoch(&self) -> Option<i32> {
-        match &lock(&self.state).role {
+        match &self.state.locked().role {
             Role::Leader(l) => Some(l.epoch),
             Role::Follower { .. } => None,
         }
@@ -397,9 +394,9 @@ impl Partition {
         acks_all: bool,
     ) -> Result<(AppendInfo, i32), BrokerError> {
         // The role checked here is the role the batch is written in.
-        let _role = self.role.read().unwrap_or_else(|e| e.into_inner());
+        let _role = self.role.read_locked();
         let epoch = {
-            let state = lock(&self.state);
+            let state = self.state.locked();
             let Role::Leader(l) = &state.role else {
                 return Err(BrokerError::not_leader(&self.topic, self.index, None));
             };
@@ -418,7 +415,7 @@ impl Partition {
             l.epoch
         };
         let info = self.append_with(|log| log.append_as_leader(batch, epoch))?;
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         self.publish(&mut state);
         Ok((info, epoch))
     }
@@ -432,7 +429,7 @@ impl Partition {
         append: impl FnOnce(&mut PartitionLog) -> weir_storage::Result<T>,
     ) -> Result<T, BrokerError> {
         let asked = Instant::now();
-        let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+        let mut log = self.log.write_locked();
         let waited_for_log = asked.elapsed();
         let appended = append(&mut log)?;
         reserve_ahead(&mut log);
@@ -466,7 +463,7 @@ impl Partition {
                 return Err(BrokerError::not_leader(&self.topic, self.index, None));
             }
             if view.high_watermark > last_offset {
-                let state = lock(&self.state);
+                let state = self.state.locked();
                 if let Role::Leader(l) = &state.role {
                     if l.isr.len() < state.min_insync {
                         return Err(BrokerError::new(
@@ -506,7 +503,7 @@ impl Partition {
         fetch_offset: i64,
         replica_epoch: u64,
     ) -> Result<Option<IsrChange>, BrokerError> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         let hw = state.high_watermark;
         let Role::Leader(l) = &mut state.role else {
             return Err(BrokerError::not_leader(&self.topic, self.index, None));
@@ -529,7 +526,7 @@ impl Partition {
             ));
         };
         let (leo, log_start) = {
-            let log = self.log.read().unwrap_or_else(|e| e.into_inner());
+            let log = self.log.read_locked();
             (log.log_end_offset(), log.log_start_offset())
         };
         if fetch_offset < log_start || fetch_offset > leo {
@@ -570,7 +567,7 @@ impl Partition {
 
     /// Notes that the leader answered `replica` while its LEO was `leo`.
     pub fn record_answer(&self, replica: NodeId, leo: i64) {
-        if let Role::Leader(l) = &mut lock(&self.state).role {
+        if let Role::Leader(l) = &mut self.state.locked().role {
             if let Some(p) = l.followers.get_mut(&replica) {
                 p.answered_leo = leo;
                 p.answered_at = Instant::now();
@@ -580,7 +577,7 @@ impl Partition {
 
     /// ISR members that have not caught up for `max_lag`: the shrink to request, if any.
     pub fn isr_shrink(&self, max_lag: Duration) -> Option<IsrChange> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         let Role::Leader(l) = &mut state.role else {
             return None;
         };
@@ -620,7 +617,7 @@ impl Partition {
     /// The controller answered an ISR change: adopt its partition state (when it is for this
     /// leader epoch) and clear the in-flight flag.
     pub fn isr_change_done(&self, result: Option<(i32, i32, Vec<NodeId>)>) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         if let Role::Leader(l) = &mut state.role {
             l.pending_isr = None;
             if let Some((leader_epoch, partition_epoch, isr)) = result {
@@ -643,36 +640,25 @@ impl Partition {
     ) -> Result<Bytes, BrokerError> {
         Ok(self
             .log
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .read_locked()
             .read_below(offset, max_bytes, upper_bound)?)
     }
 
     /// ListOffsets by timestamp (committed records only).
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, BrokerError> {
         let hw = self.view().high_watermark;
-        let found = self
-            .log
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .offset_for_timestamp(timestamp)?;
+        let found = self.log.read_locked().offset_for_timestamp(timestamp)?;
         Ok(found.filter(|(offset, _)| *offset < hw))
     }
 
     /// Where `epoch` ended in this log (for a follower's OffsetForLeaderEpoch).
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
-        self.log
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .end_offset_for_epoch(epoch)
+        self.log.read_locked().end_offset_for_epoch(epoch)
     }
 
     /// The latest epoch in the local log.
     pub fn latest_epoch(&self) -> Option<i32> {
-        self.log
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .latest_epoch()
+        self.log.read_locked().latest_epoch()
     }
 
     /// Holds the partition's lock while it still follows `leader` in `epoch`, so the caller can
@@ -682,7 +668,7 @@ impl Partition {
         leader: NodeId,
         epoch: i32,
     ) -> Result<std::sync::MutexGuard<'_, State>, BrokerError> {
-        let state = lock(&self.state);
+        let state = self.state.locked();
         match &state.role {
             Role::Follower {
                 leader: Some(l),
@@ -718,11 +704,7 @@ impl Partition {
         if !batches.is_empty() {
             self.append_with(|log| log.append_as_follower(batches))?;
         }
-        let leo = self
-            .log
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .log_end_offset();
+        let leo = self.log.read_locked().log_end_offset();
         state.high_watermark = state.high_watermark.max(leader_hw.min(leo));
         self.publish(&mut state);
         Ok(())
@@ -733,7 +715,7 @@ impl Partition {
     pub fn truncate_to(&self, offset: i64, leader: NodeId, epoch: i32) -> Result<(), BrokerError> {
         let mut state = self.lock_following(leader, epoch)?;
         let leo = {
-            let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+            let mut log = self.log.write_locked();
             log.truncate_to(offset)?;
             log.log_end_offset()
         };
@@ -747,8 +729,7 @@ impl Partition {
     pub fn reset_to(&self, offset: i64, leader: NodeId, epoch: i32) -> Result<(), BrokerError> {
         let mut state = self.lock_following(leader, epoch)?;
         self.log
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
+            .write_locked()
             .truncate_fully_and_start_at(offset)?;
         state.high_watermark = offset;
         self.publish(&mut state);
@@ -758,31 +739,24 @@ impl Partition {
     /// Applies a topic config change to the log.
     pub fn set_config(&self, config: LogConfig, min_insync: usize) {
         {
-            let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+            let mut log = self.log.write_locked();
             if log.config() != &config {
                 log.set_config(config);
             }
         }
-        lock(&self.state).min_insync = min_insync.max(1);
+        self.state.locked().min_insync = min_insync.max(1);
     }
 
     /// Periodic upkeep: flush by `flush.ms`, retention, checkpoints. Blocking.
     pub fn maintain(&self, now_ms: i64, checkpoint: bool) -> Result<(), BrokerError> {
         // Sealed segments are fsynced here, without holding the log, so appends never wait
         // on a segment-sized fsync.
-        let pending = self
-            .log
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take_pending_flush()?;
+        let pending = self.log.write_locked().take_pending_flush()?;
         if let Some(pending) = pending {
             let synced = pending.sync();
-            self.log
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .complete_flush(pending, synced)?;
+            self.log.write_locked().complete_flush(pending, synced)?;
         }
-        let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+        let mut log = self.log.write_locked();
         log.flush_if_due()?;
         let mut pending_checkpoint = None;
         if checkpoint {
@@ -796,12 +770,9 @@ impl Partition {
         // Checkpoint files are fsynced without holding the log either.
         if let Some(c) = pending_checkpoint {
             c.write()?;
-            self.log
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .checkpoint_written(&c);
+            self.log.write_locked().checkpoint_written(&c);
         }
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         self.publish(&mut state);
         drop(state);
         self.checkpoint_high_watermark(false)
@@ -813,17 +784,12 @@ impl Partition {
     /// the log forces it. The checkpoint may lag the HW; it never passes it. Blocking.
     pub fn checkpoint_high_watermark(&self, force: bool) -> Result<(), BrokerError> {
         let hw = self.view().high_watermark;
-        let mut written = lock(&self.checkpointed_hw);
+        let mut written = self.checkpointed_hw.locked();
         let due = force || written.1.elapsed() >= HIGH_WATERMARK_CHECKPOINT_INTERVAL;
         if written.0 == hw || !due {
             return Ok(());
         }
-        let dir = self
-            .log
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .dir()
-            .to_owned();
+        let dir = self.log.read_locked().dir().to_owned();
         weir_storage::checkpoint::write_atomic(
             &dir,
             HIGH_WATERMARK_FILE,
@@ -837,19 +803,15 @@ impl Partition {
     /// Blocking.
     pub fn close(&self) -> Result<(), BrokerError> {
         self.checkpoint_high_watermark(true)?;
-        Ok(self
-            .log
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .shutdown()?)
+        Ok(self.log.write_locked().shutdown()?)
     }
 
     /// Closes the log and renames its directory `<dir>.deleted-<now_ms>` (the replica was
     /// removed); the manager deletes it after a grace period (`crate::manager::DELETE_DELAY`)
     /// unless the topic comes back first. Returns the new path. Blocking.
-    pub fn retire(&self, now_ms: u64) -> Result<std::path::PathBuf, BrokerError> {
+    pub fn retire(&self, now_ms: i64) -> Result<std::path::PathBuf, BrokerError> {
         self.close()?;
-        let log = self.log.read().unwrap_or_else(|e| e.into_inner());
+        let log = self.log.read_locked();
         let dir = log.dir().to_owned();
         drop(log);
         let retired = retired_path(&dir, now_ms);

@@ -12,7 +12,8 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use weir_common::now_ms;
 
 use bytes::Bytes;
 use futures::Stream;
@@ -51,12 +52,6 @@ pub const FETCH_MEMORY_BYTES: usize = 256 * 1024 * 1024;
 pub const MAX_FETCH_BYTES: usize = 8 * 1024 * 1024;
 /// acks=all timeout when the request gives none.
 const DEFAULT_PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// The broker's services, sharing one replica manager.
 #[derive(Clone)]

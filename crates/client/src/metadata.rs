@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use weir_common::sync::{MutexExt, RwLockExt};
 
 use tonic::transport::Channel;
 use weir_proto::broker::v1 as pb;
@@ -88,7 +89,7 @@ impl Cluster {
 
     /// The cached metadata.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        Arc::clone(&self.snapshot.read().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(&self.snapshot.read_locked())
     }
 
     /// A (lazily connecting) channel to `addr`, one per address.
@@ -109,12 +110,7 @@ impl Cluster {
     /// known brokers, then the bootstrap list.
     fn candidates(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        if let Some(a) = self
-            .last_good
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
+        if let Some(a) = self.last_good.locked().clone() {
             out.push(a);
         }
         let snap = self.snapshot();
@@ -144,7 +140,7 @@ impl Cluster {
             let client = self.client(&addr)?;
             match tokio::time::timeout(self.config.request_timeout, call(client)).await {
                 Ok(Ok(answer)) => {
-                    *self.last_good.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+                    *self.last_good.locked() = Some(addr);
                     return Ok(answer);
                 }
                 Ok(Err(status)) => {
@@ -162,7 +158,7 @@ impl Cluster {
                     ));
                 }
             }
-            let mut last = self.last_good.lock().unwrap_or_else(|e| e.into_inner());
+            let mut last = self.last_good.locked();
             if last.as_deref() == Some(addr.as_str()) {
                 *last = None;
             }
@@ -223,7 +219,7 @@ impl Cluster {
             );
         }
         let snap = Arc::new(snap);
-        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&snap);
+        *self.snapshot.write_locked() = Arc::clone(&snap);
         Ok(snap)
     }
 

@@ -20,7 +20,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use weir_common::now_ms;
+use weir_common::sync::MutexExt;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
@@ -44,12 +46,6 @@ const TOPIC_WAIT: Duration = Duration::from_secs(5);
 const STREAM_SLACK: Duration = Duration::from_secs(5);
 /// The sender looks around at least this often.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// A record to send.
 ///
@@ -237,7 +233,7 @@ impl Accumulator {
     ) -> Closed {
         let id = self.next_batch_id;
         self.next_batch_id += 1;
-        pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+        pending.locked().insert(id);
         Closed {
             id,
             topic: topic.to_owned(),
@@ -298,10 +294,7 @@ impl Shared {
     /// Releases a completed batch's memory and marks it done.
     fn finish(&self, id: u64, permits: usize) {
         self.memory.add_permits(permits);
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        self.pending.locked().remove(&id);
         self.completed.notify_waiters();
     }
 
@@ -344,7 +337,7 @@ impl Shared {
         let linger = self.config.linger;
         let mut out = Vec::new();
         let mut next = None::<Instant>;
-        let mut acc = self.acc.lock().unwrap_or_else(|e| e.into_inner());
+        let mut acc = self.acc.locked();
         let acc = &mut *acc;
         let mut taken = Vec::new();
         for (topic, t) in acc.topics.iter_mut() {
@@ -517,12 +510,7 @@ impl Producer {
             .map(|(key, value)| Header { key, value })
             .collect();
 
-        let known = shared
-            .acc
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .topics
-            .contains_key(&topic);
+        let known = shared.acc.locked().topics.contains_key(&topic);
         if !known {
             let snap = shared
                 .cluster
@@ -536,8 +524,7 @@ impl Producer {
             }
             shared
                 .acc
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .locked()
                 .topics
                 .entry(topic.clone())
                 .or_insert_with(|| TopicAcc {
@@ -549,7 +536,7 @@ impl Producer {
         let batch_size = shared.config.batch_size;
         let new_batch;
         {
-            let mut guard = shared.acc.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = shared.acc.locked();
             let acc = &mut *guard;
             let Some(t) = acc.topics.get_mut(&topic) else {
                 return Err(Error::Closed);
@@ -621,11 +608,7 @@ impl Producer {
     pub async fn flush(&self) -> Result<()> {
         let shared = &self.inner.shared;
         let (closed, _) = shared.close_open(None);
-        let upto = shared
-            .acc
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .next_batch_id;
+        let upto = shared.acc.locked().next_batch_id;
         for c in closed {
             if let Some(batch) = shared.encode(c) {
                 if self.inner.events.send(Event::Ready(batch)).is_err() {
@@ -637,13 +620,7 @@ impl Producer {
             let notified = shared.completed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let done = shared
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .range(..upto)
-                .next()
-                .is_none();
+            let done = shared.pending.locked().range(..upto).next().is_none();
             if done {
                 return Ok(());
             }
@@ -658,8 +635,7 @@ impl Producer {
     fn sender_finished(&self) -> bool {
         self.inner
             .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .as_ref()
             .map(JoinHandle::is_finished)
             .unwrap_or(true)
@@ -671,12 +647,7 @@ impl Producer {
         let flushed = self.flush().await;
         self.inner.shared.closed.store(true, Ordering::SeqCst);
         let _ = self.inner.events.send(Event::Shutdown);
-        let task = self
-            .inner
-            .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let task = self.inner.task.locked().take();
         if let Some(task) = task {
             let _ = task.await;
         }
@@ -787,12 +758,7 @@ impl SenderTask {
         self.parts
             .values()
             .all(|pq| pq.queue.is_empty() && pq.in_flight == 0)
-            && self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty()
+            && self.shared.pending.locked().is_empty()
     }
 
     fn enqueue_closed(&mut self, closed: Vec<Closed>) {

@@ -133,7 +133,7 @@ pub enum MetaError {
         /// Why.
         reason: String,
     },
-    /// A config key or value is invalid.
+    /// A config key or value is invalid (the message names the key).
     #[error("invalid config: {0}")]
     InvalidConfig(String),
     /// The broker is not registered (or its incarnation is old).
@@ -170,6 +170,12 @@ pub enum MetaError {
         /// Its current registration's epoch.
         current: u64,
     },
+}
+
+impl From<weir_common::topic_config::ConfigError> for MetaError {
+    fn from(e: weir_common::topic_config::ConfigError) -> Self {
+        MetaError::InvalidConfig(e.to_string())
+    }
 }
 
 impl MetaError {

@@ -13,9 +13,9 @@
 //! - Admin reads (describe) are linearizable: `ensure_linearizable` on the leader first.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use weir_common::sync::MutexExt;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
@@ -30,8 +30,8 @@ use weir_proto::controller::v1::controller_client::ControllerClient;
 use crate::command::{Command, MetaError};
 use crate::state::{validate_topic_name, MetadataState, PartitionInfo, TopicInfo};
 use crate::store::StateMachineStore;
-use crate::topic_config::validate_topic_configs;
 use crate::types::{NodeId, Raft};
+use weir_common::{random_u64, topic_config};
 
 /// Request metadata key marking a request forwarded by another controller.
 const FORWARDED: &str = "x-weir-forwarded";
@@ -184,16 +184,7 @@ pub fn topic_to_wire(t: &TopicInfo) -> pb::TopicDescription {
 }
 
 fn new_topic_id() -> String {
-    let a = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    format!("{a:016x}{:016x}", h.finish())
+    format!("{:016x}{:016x}", random_u64(), random_u64())
 }
 
 /// Longest broker address (`host:port`) or rack name a broker may register: every Metadata
@@ -376,7 +367,7 @@ impl Controller {
     }
 
     fn touch(&self, broker: NodeId) {
-        let mut liveness = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
+        let mut liveness = self.liveness.locked();
         liveness.last_seen.insert(broker, Instant::now());
     }
 
@@ -393,7 +384,7 @@ impl Controller {
         };
         let state = self.state.current();
         let expired: Vec<NodeId> = {
-            let mut liveness = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
+            let mut liveness = self.liveness.locked();
             if !leading {
                 liveness.leading_term = None;
                 return;
@@ -424,11 +415,7 @@ impl Controller {
             }
         }
         for (name, topic) in &state.topics {
-            let unclean = topic
-                .configs
-                .get("unclean.leader.election.enable")
-                .is_some_and(|v| v == "true");
-            if !unclean {
+            if !topic_config::unclean_leader_election(&topic.configs) {
                 continue;
             }
             for (i, p) in topic.partitions.iter().enumerate() {
@@ -479,8 +466,8 @@ impl Controller {
             }));
         }
         let configs: BTreeMap<String, String> = req.configs.into_iter().collect();
-        validate_topic_configs(&configs, req.replication_factor as u32)
-            .map_err(|e| meta_error(&e))?;
+        topic_config::validate(&configs, req.replication_factor as u32)
+            .map_err(|e| meta_error(&e.into()))?;
         let state = self.state.current();
         if state.topics.contains_key(&req.name) {
             return Err(meta_error(&MetaError::TopicExists(req.name)));
@@ -769,11 +756,7 @@ impl pb::controller_server::Controller for ControllerService {
         // Open to anyone until security lands, and each one deposes the leader: at most one
         // per ELECTION_TRIGGER_INTERVAL on this node (a hand-over at shutdown needs one).
         {
-            let mut last = self
-                .inner
-                .last_election_trigger
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut last = self.inner.last_election_trigger.locked();
             if last.is_some_and(|t| t.elapsed() < ELECTION_TRIGGER_INTERVAL) {
                 return answer(Err(wire_error(
                     ErrorCode::ThrottlingQuotaExceeded,
@@ -839,8 +822,8 @@ impl pb::controller_server::Controller for ControllerService {
             merged.remove(key);
         }
         merged.extend(set.clone());
-        if let Err(e) = validate_topic_configs(&merged, rf) {
-            return answer(Err(meta_error(&e)));
+        if let Err(e) = topic_config::validate(&merged, rf) {
+            return answer(Err(meta_error(&e.into())));
         }
         let result = self
             .inner

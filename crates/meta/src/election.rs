@@ -52,12 +52,14 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use weir_common::sync::MutexExt;
 
 use futures::StreamExt;
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, LogId, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use weir_common::random_u64;
 use weir_proto::channel::{Channels, Profile};
 use weir_proto::raft::v1::raft_client::RaftClient;
 use weir_proto::raft::v1::RaftMessage;
@@ -182,14 +184,11 @@ impl Election {
 
     /// Notes that the local Raft node just accepted a message from the leader.
     pub fn heard_from_leader(&self) {
-        *self.contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        *self.contact.locked() = Some(Instant::now());
     }
 
     fn since_contact(&self) -> Option<Duration> {
-        self.contact
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map(|c| c.elapsed())
+        self.contact.locked().map(|c| c.elapsed())
     }
 
     /// The leader lease: openraft refuses real votes this long after a leader's message.
@@ -514,15 +513,4 @@ impl std::fmt::Debug for Election {
             .field("withheld", &self.votes_withheld())
             .finish()
     }
-}
-
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
 }

@@ -7,7 +7,6 @@
 //! - [`store`]: the sled-backed Raft log and state machine; [`network`]: Raft over gRPC.
 //! - [`controller`]: broker liveness, topic creation, leader election, request forwarding.
 //! - [`node`]: a node's membership in the quorum (bootstrap, learners, shutdown).
-//! - [`topic_config`]: which topic configs exist and how they are validated.
 //! - [`store`]: the sled-backed Raft log and state machine.
 
 pub mod command;
@@ -18,7 +17,6 @@ pub mod network;
 pub mod node;
 pub mod state;
 pub mod store;
-pub mod topic_config;
 pub mod types;
 
 pub use command::{Command, CommandResult, MetaError};

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
+use weir_common::sync::MutexExt;
 
 use tonic::transport::{Channel, Endpoint};
 
@@ -183,7 +184,7 @@ impl Channels {
     pub fn get(&self, addr: &str) -> Result<Channel, InvalidAddress> {
         // A poisoned lock only means a thread panicked while inserting; the map is still a
         // valid cache.
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.cache.locked();
         if let Some(channel) = cache.get(addr) {
             return Ok(channel.clone());
         }
@@ -194,7 +195,7 @@ impl Channels {
 
     /// The addresses with a channel, in no particular order.
     pub fn addresses(&self) -> Vec<String> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = self.cache.locked();
         cache.keys().cloned().collect()
     }
 }

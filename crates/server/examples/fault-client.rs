@@ -48,7 +48,8 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use weir_common::now_ms;
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
@@ -220,17 +221,10 @@ fn retriable(code: i32) -> bool {
     ErrorCode::is_retriable_code(code)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Seconds from `since_ms` (ms since the epoch) to now, to 0.1 s.
 fn seconds_since(since_ms: Option<u64>, started: Instant) -> f64 {
     let secs = match since_ms {
-        Some(ms) => now_ms().saturating_sub(ms) as f64 / 1000.0,
+        Some(ms) => (now_ms() as u64).saturating_sub(ms) as f64 / 1000.0,
         None => started.elapsed().as_secs_f64(),
     };
     (secs * 10.0).round() / 10.0

@@ -39,7 +39,8 @@ use std::collections::HashMap;
 use std::error::Error;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use weir_common::now_ms;
 
 use bytes::Bytes;
 use clap::Parser;
@@ -322,13 +323,6 @@ impl XorShift {
             chunk.copy_from_slice(&self.0.to_le_bytes()[..chunk.len()]);
         }
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Builds batches of `count` records of `value_len` bytes, caching one per distinct count.

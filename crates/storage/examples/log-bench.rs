@@ -43,7 +43,8 @@ use std::error::Error;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use weir_common::now_ms;
 
 use bytes::Bytes;
 use clap::Parser;
@@ -133,12 +134,6 @@ impl XorShift {
             chunk.copy_from_slice(&self.0.to_le_bytes()[..chunk.len()]);
         }
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Builds one uncompressed batch of as many `record_size`-byte records as fit in

@@ -122,15 +122,9 @@ impl From<CompressionError> for BatchError {
     }
 }
 
-/// How a batch's timestamps were assigned (attributes bit 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TimestampType {
-    /// Set by the producer when the record was created.
-    #[default]
-    CreateTime,
-    /// Set by the broker when the batch was appended; every record takes `maxTimestamp`.
-    LogAppendTime,
-}
+/// How a batch's timestamps were assigned (attributes bit 3); also the topic config
+/// `message.timestamp.type`.
+pub use weir_common::topic_config::TimestampType;
 
 /// One header of a record: a string key and an optional byte value.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,11 +1,13 @@
 //! Per-log configuration, with Kafka's topic-config names and defaults.
 //!
 //! A topic's config overrides (from the metadata quorum) are applied key by key with
-//! [`LogConfig::set`], which validates each value and names the bad one in its error.
+//! [`LogConfig::set`]; the keys, their types, defaults and validation are the one topic-config
+//! schema in [`weir_common::topic_config`], which the quorum checks overrides against too.
 
 use std::time::Duration;
 
-use crate::batch::TimestampType;
+pub use weir_common::topic_config::ConfigError;
+use weir_common::topic_config::{self, TimestampType, TopicConfig};
 
 /// When a log forces its data to disk with fsync.
 ///
@@ -65,7 +67,7 @@ pub struct LogConfig {
     /// Largest window of disk blocks reserved ahead of the active segment's end, so appends
     /// don't wait on the filesystem allocating blocks during writeback (see
     /// [`crate::preallocate`]). 0 turns it off. Default 256 MiB. A broker setting, not a
-    /// topic config: it is not among [`LogConfig::KEYS`].
+    /// topic config.
     pub preallocate_bytes: u64,
 }
 
@@ -87,128 +89,37 @@ impl Default for LogConfig {
     }
 }
 
-/// A config key or value that can't be applied.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    /// The key is not a log config.
-    #[error("unknown log config `{0}`")]
-    UnknownKey(String),
-    /// The value does not parse or is out of range.
-    #[error("invalid value `{value}` for `{key}`: {reason}")]
-    InvalidValue {
-        /// The key.
-        key: String,
-        /// The value given.
-        value: String,
-        /// What was expected.
-        reason: &'static str,
-    },
-}
-
 impl LogConfig {
-    /// The keys [`LogConfig::set`] understands.
-    pub const KEYS: &'static [&'static str] = &[
-        "segment.bytes",
-        "segment.ms",
-        "index.interval.bytes",
-        "max.message.bytes",
-        "retention.ms",
-        "retention.bytes",
-        "flush.messages",
-        "flush.ms",
-        "message.timestamp.type",
-        "message.timestamp.before.max.ms",
-        "message.timestamp.after.max.ms",
-    ];
-
-    /// Applies one Kafka-style topic config. Nothing changes when the key or value is invalid.
+    /// Applies one Kafka-style topic config (parsed and validated by
+    /// [`weir_common::topic_config`], the one schema). Nothing changes when the key or value is
+    /// invalid; a topic config that is not a log config (`min.insync.replicas`, …) is
+    /// [`ConfigError::UnknownKey`] here.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let invalid = |reason| ConfigError::InvalidValue {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            reason,
-        };
-        let number = || {
-            value
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| invalid("expected an integer"))
-        };
-        let positive = || {
-            number().and_then(|n| {
-                u64::try_from(n)
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or(invalid("must be > 0"))
-            })
-        };
-        // -1 means "no limit" for the keys that allow it, as in Kafka.
-        let limit = || -> Result<Option<u64>, ConfigError> {
-            match number()? {
-                -1 => Ok(None),
-                n => u64::try_from(n)
-                    .map(Some)
-                    .map_err(|_| invalid("must be >= 0 or -1")),
-            }
-        };
-        match key {
-            "segment.bytes" => {
-                let n = positive()?;
-                if n < 1024 || n > i32::MAX as u64 {
-                    return Err(invalid("must be between 1024 and 2147483647"));
-                }
-                self.segment_bytes = n;
-            }
-            "segment.ms" => self.segment_ms = Duration::from_millis(positive()?),
-            "index.interval.bytes" => {
-                self.index_interval_bytes = limit()?.ok_or(invalid("must be >= 0"))?
-            }
-            "max.message.bytes" => {
-                let n = positive()?;
-                self.max_message_bytes = usize::try_from(n)
-                    .ok()
-                    .filter(|n| *n <= i32::MAX as usize)
-                    .ok_or(invalid("too large"))?;
-            }
-            "retention.ms" => self.retention_ms = limit()?.map(Duration::from_millis),
-            "retention.bytes" => self.retention_bytes = limit()?,
-            "flush.messages" => {
-                self.flush.messages = match number()? {
-                    i64::MAX => None,
-                    _ => Some(positive()?),
-                }
-            }
-            "flush.ms" => {
-                self.flush.interval = match number()? {
-                    i64::MAX => None,
-                    _ => Some(Duration::from_millis(
-                        limit()?.ok_or(invalid("must be >= 0"))?,
-                    )),
-                }
-            }
-            "message.timestamp.type" => {
-                self.timestamp_type = match value {
-                    "CreateTime" => TimestampType::CreateTime,
-                    "LogAppendTime" => TimestampType::LogAppendTime,
-                    _ => return Err(invalid("expected CreateTime or LogAppendTime")),
-                }
-            }
-            "message.timestamp.before.max.ms" | "message.timestamp.after.max.ms" => {
-                let bound = match number()? {
-                    i64::MAX => None,
-                    n => Some(Duration::from_millis(
-                        u64::try_from(n).map_err(|_| invalid("must be >= 0"))?,
-                    )),
-                };
-                if key.contains("before") {
-                    self.timestamp_before_max = bound;
-                } else {
-                    self.timestamp_after_max = bound;
-                }
-            }
-            _ => return Err(ConfigError::UnknownKey(key.to_owned())),
+        if !topic_config::key(key).is_some_and(|k| k.log) {
+            return Err(ConfigError::UnknownKey(key.to_owned()));
         }
+        self.apply(TopicConfig::parse(key, value)?);
         Ok(())
+    }
+
+    /// Applies a parsed topic config; those that are not about the log are ignored.
+    pub fn apply(&mut self, config: TopicConfig) {
+        match config {
+            TopicConfig::SegmentBytes(n) => self.segment_bytes = n,
+            TopicConfig::SegmentMs(d) => self.segment_ms = d,
+            TopicConfig::IndexIntervalBytes(n) => self.index_interval_bytes = n,
+            TopicConfig::MaxMessageBytes(n) => self.max_message_bytes = n,
+            TopicConfig::RetentionMs(d) => self.retention_ms = d,
+            TopicConfig::RetentionBytes(n) => self.retention_bytes = n,
+            TopicConfig::FlushMessages(n) => self.flush.messages = n,
+            TopicConfig::FlushMs(d) => self.flush.interval = d,
+            TopicConfig::MessageTimestampType(t) => self.timestamp_type = t,
+            TopicConfig::MessageTimestampBeforeMax(d) => self.timestamp_before_max = d,
+            TopicConfig::MessageTimestampAfterMax(d) => self.timestamp_after_max = d,
+            TopicConfig::MinInsyncReplicas(_)
+            | TopicConfig::UncleanLeaderElectionEnable(_)
+            | TopicConfig::CleanupPolicy(_) => {}
+        }
     }
 }
 

@@ -26,7 +26,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+use weir_common::now_ms;
 
 use bytes::Bytes;
 
@@ -133,12 +134,6 @@ pub struct PartitionLog {
     checkpointed: (i64, i64),
     /// A segment was created since the directory was last fsynced.
     dir_unsynced: bool,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Base offsets of the segments found in `dir`, sorted; removes leftovers of interrupted

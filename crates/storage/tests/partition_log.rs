@@ -646,13 +646,10 @@ fn preallocation_can_be_turned_off() {
 /// stamps the broker's clock and needs no check.
 #[test]
 fn timestamps_far_from_the_clock_are_refused() {
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use std::time::Duration;
     use weir_storage::batch::TimestampType;
     use weir_storage::LogError;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = weir_common::now_ms();
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
         timestamp_before_max: Some(Duration::from_secs(24 * 3600)),

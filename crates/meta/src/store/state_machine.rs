@@ -7,7 +7,9 @@
 use std::fmt::{self, Debug};
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use weir_common::sync::MutexExt;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
@@ -150,10 +152,7 @@ impl StateMachineStore {
 
     fn lock_applied(&self) -> MutexGuard<'_, Applied> {
         // `Applied` is only assigned whole fields, so it is consistent even after a panic.
-        self.shared
-            .applied
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shared.applied.locked()
     }
 
     /// Persists `stored` as the current snapshot unless (when `only_if_newer`) the persisted
@@ -165,11 +164,7 @@ impl StateMachineStore {
     ) -> Result<bool, StoreError> {
         let bytes = bincode::serialize(stored)?;
         {
-            let _guard = self
-                .shared
-                .snapshot_write
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let _guard = self.shared.snapshot_write.locked();
             if only_if_newer {
                 if let Some(current) = read_stored_snapshot(&self.shared.snapshots)? {
                     if current.meta.last_log_id > stored.meta.last_log_id {

@@ -31,7 +31,6 @@ use weir_common::sync::{MutexExt, RwLockExt};
 use bytes::Bytes;
 use tokio::sync::watch;
 use weir_meta::NodeId;
-use weir_proto::common::v1::ErrorCode;
 use weir_storage::{AppendInfo, LogConfig, PartitionLog};
 
 use crate::error::BrokerError;
@@ -401,16 +400,12 @@ impl Partition {
                 return Err(BrokerError::not_leader(&self.topic, self.index, None));
             };
             if acks_all && l.isr.len() < state.min_insync {
-                return Err(BrokerError::new(
-                    ErrorCode::NotEnoughReplicas,
-                    format!(
-                        "{}-{} has {} in-sync replicas, fewer than min.insync.replicas = {}",
-                        self.topic,
-                        self.index,
-                        l.isr.len(),
-                        state.min_insync
-                    ),
-                ));
+                return Err(BrokerError::NotEnoughReplicas {
+                    topic: self.topic.clone(),
+                    partition: self.index,
+                    isr: l.isr.len(),
+                    min_insync: state.min_insync,
+                });
             }
             l.epoch
         };
@@ -466,10 +461,7 @@ impl Partition {
                 let state = self.state.locked();
                 if let Role::Leader(l) = &state.role {
                     if l.isr.len() < state.min_insync {
-                        return Err(BrokerError::new(
-                            ErrorCode::NotEnoughReplicasAfterAppend,
-                            "the ISR shrank below min.insync.replicas before the batch was committed",
-                        ));
+                        return Err(BrokerError::NotEnoughReplicasAfterAppend);
                     }
                 }
                 return Ok(());
@@ -478,13 +470,9 @@ impl Partition {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(BrokerError::not_leader(&self.topic, self.index, None)),
                 Err(_) => {
-                    return Err(BrokerError::new(
-                        ErrorCode::RequestTimedOut,
-                        format!(
-                            "the batch was not replicated to the ISR within {} ms",
-                            timeout.as_millis()
-                        ),
-                    ))
+                    return Err(BrokerError::ReplicationTimedOut {
+                        timeout_ms: timeout.as_millis(),
+                    })
                 }
             }
         }
@@ -509,33 +497,24 @@ impl Partition {
             return Err(BrokerError::not_leader(&self.topic, self.index, None));
         };
         if epoch != l.epoch {
-            let code = if epoch < l.epoch {
-                ErrorCode::FencedLeaderEpoch
-            } else {
-                ErrorCode::UnknownLeaderEpoch
-            };
-            return Err(BrokerError::new(
-                code,
-                format!("fetch in leader epoch {epoch}, current {}", l.epoch),
-            ));
+            return Err(BrokerError::LeaderEpoch {
+                asked: epoch,
+                current: l.epoch,
+            });
         }
         let Some(progress) = l.followers.get_mut(&replica) else {
-            return Err(BrokerError::new(
-                ErrorCode::InvalidRequest,
-                format!("broker {replica} is not a replica"),
-            ));
+            return Err(BrokerError::NotAReplica(replica));
         };
         let (leo, log_start) = {
             let log = self.log.read_locked();
             (log.log_end_offset(), log.log_start_offset())
         };
         if fetch_offset < log_start || fetch_offset > leo {
-            return Err(BrokerError::new(
-                ErrorCode::OffsetOutOfRange,
-                format!(
-                    "replica offset {fetch_offset} is outside the leader's [{log_start}, {leo}]"
-                ),
-            ));
+            return Err(BrokerError::OffsetOutOfRange {
+                offset: fetch_offset,
+                log_start,
+                log_end: leo,
+            });
         }
         if fetch_offset >= leo {
             progress.caught_up_at = Instant::now();
@@ -674,19 +653,18 @@ impl Partition {
                 leader: Some(l),
                 epoch: e,
             } if *l == leader && *e == epoch => Ok(state),
-            role => Err(BrokerError::new(
-                ErrorCode::FencedLeaderEpoch,
-                format!(
-                    "{}-{}: the change was for following broker {leader} in epoch {epoch}, but the replica is now {}",
-                    self.topic,
-                    self.index,
-                    match role {
-                        Role::Leader(l) => format!("leader in epoch {}", l.epoch),
-                        Role::Follower { leader, epoch } =>
-                            format!("following {leader:?} in epoch {epoch}"),
+            role => Err(BrokerError::StaleFollowerChange {
+                topic: self.topic.clone(),
+                partition: self.index,
+                leader,
+                epoch,
+                now: match role {
+                    Role::Leader(l) => format!("leader in epoch {}", l.epoch),
+                    Role::Follower { leader, epoch } => {
+                        format!("following {leader:?} in epoch {epoch}")
                     }
-                ),
-            )),
+                },
+            }),
         }
     }
 
@@ -815,11 +793,9 @@ impl Partition {
         let dir = log.dir().to_owned();
         drop(log);
         let retired = retired_path(&dir, now_ms);
-        std::fs::rename(&dir, &retired).map_err(|e| {
-            BrokerError::new(
-                ErrorCode::KafkaStorageError,
-                format!("retiring {}: {e}", dir.display()),
-            )
+        std::fs::rename(&dir, &retired).map_err(|e| BrokerError::Retire {
+            dir: dir.display().to_string(),
+            error: e.to_string(),
         })?;
         Ok(retired)
     }

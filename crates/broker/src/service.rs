@@ -22,7 +22,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
 use weir_proto::broker::v1 as pb;
-use weir_proto::common::v1::ErrorCode;
 use weir_proto::controller::v1 as cpb;
 use weir_proto::controller::v1::controller_client::ControllerClient;
 use weir_storage::batch::{BatchHeader, Batches};
@@ -133,48 +132,40 @@ impl BrokerService {
         Ok(part)
     }
 
-    fn with_leader(&self, mut e: BrokerError, topic: &str, index: u32) -> BrokerError {
-        if e.code == ErrorCode::NotLeaderOrFollower && e.leader_address.is_none() {
-            e = BrokerError::not_leader(topic, index, self.manager.leader_address(topic, index));
+    /// `e`, naming the partition's leader when it is NOT_LEADER_OR_FOLLOWER without one.
+    fn with_leader(&self, e: BrokerError, topic: &str, index: u32) -> BrokerError {
+        match e {
+            BrokerError::NotLeader { leader: None, .. } => {
+                BrokerError::not_leader(topic, index, self.manager.leader_address(topic, index))
+            }
+            e => e,
         }
-        e
     }
 
     /// The produce path up to the append: validate, encode plain records, append. What is
     /// left for acks=all is the wait in [`Appended::finish`].
     async fn append(&self, req: pb::ProduceRequest) -> Result<Appended, BrokerError> {
         if !(-1..=1).contains(&req.acks) {
-            return Err(BrokerError::new(
-                ErrorCode::InvalidRequiredAcks,
-                format!("acks must be 0, 1 or -1 (all), not {}", req.acks),
-            ));
+            return Err(BrokerError::InvalidRequiredAcks(req.acks));
         }
         let part = self.leader(&req.topic, req.partition)?;
         let batch = match req.records {
             Some(pb::produce_request::Records::Batch(batch)) => batch,
             Some(pb::produce_request::Records::Plain(list)) => {
                 if list.records.is_empty() {
-                    return Err(BrokerError::new(
-                        ErrorCode::InvalidRequest,
-                        "no records to produce",
-                    ));
+                    return Err(BrokerError::InvalidRequest("no records to produce".into()));
                 }
                 encode_plain(&list.records, now_ms())
-                    .map_err(|e| BrokerError::new(ErrorCode::CorruptMessage, e.to_string()))?
+                    .map_err(|e| BrokerError::CorruptMessage(e.to_string()))?
             }
-            None => {
-                return Err(BrokerError::new(
-                    ErrorCode::InvalidRequest,
-                    "no records to produce",
-                ))
-            }
+            None => return Err(BrokerError::InvalidRequest("no records to produce".into())),
         };
         // The batch's bytes count against the in-flight budget until they are written.
         let permits = batch.len().clamp(1, MAX_IN_FLIGHT_BYTES) as u32;
         let permit = Arc::clone(&self.in_flight)
             .acquire_many_owned(permits)
             .await
-            .map_err(|_| BrokerError::new(ErrorCode::UnknownServerError, "broker shutting down"))?;
+            .map_err(|_| BrokerError::ShuttingDown)?;
         let acks_all = req.acks == -1;
         let appender = Arc::clone(&part);
         let append = tokio::task::spawn_blocking(move || {
@@ -205,7 +196,7 @@ impl BrokerService {
         }
         let (info, epoch) = append
             .await
-            .map_err(|e| BrokerError::new(ErrorCode::UnknownServerError, e.to_string()))??;
+            .map_err(|e| BrokerError::Internal(e.to_string()))??;
         let timeout = match req.timeout_ms {
             0 => DEFAULT_PRODUCE_TIMEOUT,
             ms => Duration::from_millis(ms.into()),
@@ -232,19 +223,7 @@ impl BrokerService {
         topic: &str,
         index: u32,
     ) -> pb::ProduceResponse {
-        match result {
-            Ok(r) => r,
-            Err(e) => {
-                let e = self.with_leader(e, topic, index);
-                pb::ProduceResponse {
-                    error: Some(e.to_wire()),
-                    base_offset: -1,
-                    log_append_time: -1,
-                    log_start_offset: -1,
-                    leader_address: e.leader_address.unwrap_or_default(),
-                }
-            }
-        }
+        result.unwrap_or_else(|e| self.with_leader(e, topic, index).answer())
     }
 }
 
@@ -352,14 +331,6 @@ impl Stream for Budgeted {
     }
 }
 
-fn fetch_error(e: &BrokerError) -> pb::FetchResponse {
-    pb::FetchResponse {
-        error: Some(e.to_wire()),
-        leader_address: e.leader_address.clone().unwrap_or_default(),
-        ..Default::default()
-    }
-}
-
 /// The offset after the last batch in `bytes`.
 fn next_offset_after(bytes: &Bytes, fallback: i64) -> i64 {
     let mut next = fallback;
@@ -401,18 +372,16 @@ async fn fetch_loop(
             let view = *views.borrow_and_update();
             if !view.leading {
                 let e = BrokerError::not_leader(&part.topic, part.index, None);
-                let _ = tx.send((Ok(fetch_error(&e)), None)).await;
+                let _ = tx.send((Ok(e.answer()), None)).await;
                 return;
             }
             if offset < view.log_start || offset > view.log_end {
-                let e = BrokerError::new(
-                    ErrorCode::OffsetOutOfRange,
-                    format!(
-                        "offset {offset} is outside [{}, {}]",
-                        view.log_start, view.log_end
-                    ),
-                );
-                let _ = tx.send((Ok(fetch_error(&e)), None)).await;
+                let e = BrokerError::OffsetOutOfRange {
+                    offset,
+                    log_start: view.log_start,
+                    log_end: view.log_end,
+                };
+                let _ = tx.send((Ok(e.answer()), None)).await;
                 return;
             }
             let (bytes, held) = if view.high_watermark > offset {
@@ -431,7 +400,7 @@ async fn fetch_loop(
                         (bytes, Some(held))
                     }
                     Err(e) => {
-                        let _ = tx.send((Ok(fetch_error(&e)), None)).await;
+                        let _ = tx.send((Ok(e.answer()), None)).await;
                         return;
                     }
                 }
@@ -469,8 +438,8 @@ async fn fetch_loop(
                             .map(record_to_wire),
                     ),
                     Err(e) => {
-                        let e = BrokerError::new(ErrorCode::CorruptMessage, e.to_string());
-                        let _ = tx.send((Ok(fetch_error(&e)), None)).await;
+                        let e = BrokerError::CorruptMessage(e.to_string());
+                        let _ = tx.send((Ok(e.answer()), None)).await;
                         return;
                     }
                 }
@@ -499,16 +468,10 @@ impl pb::broker_server::Broker for BrokerService {
             .filter(|n| seen.len() <= MAX_METADATA_TOPICS && seen.insert(n.as_str()))
             .collect();
         if names.len() > MAX_METADATA_TOPICS {
-            let e = BrokerError::new(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "a Metadata request may name at most {MAX_METADATA_TOPICS} distinct topics"
-                ),
-            );
-            return Ok(Response::new(pb::MetadataResponse {
-                error: Some(e.to_wire()),
-                ..Default::default()
-            }));
+            let e = BrokerError::InvalidRequest(format!(
+                "a Metadata request may name at most {MAX_METADATA_TOPICS} distinct topics"
+            ));
+            return Ok(Response::new(e.answer_plain()));
         }
         let state = self.manager.metadata();
         let brokers = state
@@ -547,13 +510,7 @@ impl pb::broker_server::Broker for BrokerService {
                     Some(t) => describe(t),
                     None => pb::TopicMetadata {
                         name: name.clone(),
-                        error: Some(
-                            BrokerError::new(
-                                ErrorCode::UnknownTopicOrPartition,
-                                format!("unknown topic `{name}`"),
-                            )
-                            .to_wire(),
-                        ),
+                        error: Some(BrokerError::UnknownTopic(name.clone()).to_wire()),
                         ..Default::default()
                     },
                 })
@@ -633,7 +590,7 @@ impl pb::broker_server::Broker for BrokerService {
                 tokio::spawn(fetch_loop(part, req, tx, Arc::clone(&self.fetch_memory)));
             }
             Err(e) => {
-                let _ = tx.send((Ok(fetch_error(&e)), None)).await;
+                let _ = tx.send((Ok(e.answer()), None)).await;
             }
         }
         Ok(Response::new(Box::pin(Budgeted { rx, held: None })))
@@ -649,10 +606,9 @@ impl pb::broker_server::Broker for BrokerService {
             match req.timestamp {
                 -2 => Ok((view.log_start, -1)),
                 -1 => Ok((view.high_watermark, -1)),
-                ts if ts < 0 => Err(BrokerError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("timestamp {ts} is neither -1, -2 nor a time"),
-                )),
+                ts if ts < 0 => Err(BrokerError::InvalidRequest(format!(
+                    "timestamp {ts} is neither -1, -2 nor a time"
+                ))),
                 ts => Ok(part.offset_for_timestamp(ts)?.unwrap_or((-1, -1))),
             }
         });
@@ -663,12 +619,7 @@ impl pb::broker_server::Broker for BrokerService {
                 timestamp,
                 leader_address: String::new(),
             },
-            Err(e) => pb::ListOffsetsResponse {
-                error: Some(e.to_wire()),
-                offset: -1,
-                timestamp: -1,
-                leader_address: e.leader_address.unwrap_or_default(),
-            },
+            Err(e) => e.answer(),
         };
         Ok(Response::new(response))
     }
@@ -730,14 +681,9 @@ impl pb::broker_server::Broker for BrokerService {
         let topic = req.into_inner().topic;
         let state = self.manager.metadata();
         let Some(info) = state.topics.get(&topic) else {
-            let e = BrokerError::new(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("unknown topic `{topic}`"),
-            );
-            return Ok(Response::new(pb::PartitionOffsetsResponse {
-                error: Some(e.to_wire()),
-                partitions: vec![],
-            }));
+            return Ok(Response::new(
+                BrokerError::UnknownTopic(topic).answer_plain(),
+            ));
         };
         let partitions = (0..info.partitions.len() as u32)
             .map(|i| match self.leader(&topic, i) {

@@ -150,11 +150,11 @@ fn follower_changes_are_refused_once_the_replica_leads() {
     // The fetcher of epoch 2 computed a truncation; meanwhile the replica became leader of 3.
     p.make_leader(3, 3, &[1, 2], &[1, 2], 1).unwrap();
     let err = p.truncate_to(0, 2, 2).unwrap_err();
-    assert_eq!(err.code, ErrorCode::FencedLeaderEpoch);
+    assert_eq!(err.code(), ErrorCode::FencedLeaderEpoch);
     let err = p.reset_to(50, 2, 2).unwrap_err();
-    assert_eq!(err.code, ErrorCode::FencedLeaderEpoch);
+    assert_eq!(err.code(), ErrorCode::FencedLeaderEpoch);
     let err = p.append_as_follower(Bytes::new(), 10, 2, 2).unwrap_err();
-    assert_eq!(err.code, ErrorCode::FencedLeaderEpoch);
+    assert_eq!(err.code(), ErrorCode::FencedLeaderEpoch);
     assert_eq!(p.view().log_end, 10, "nothing was cut");
     // A change for a different leader or epoch than the one followed is refused too.
     p.make_follower(Some(2), 4);
@@ -172,9 +172,9 @@ fn a_replica_cannot_claim_records_the_leader_does_not_have() {
     p.append_as_leader(batch("a", 10), true).unwrap();
     assert_eq!(p.view().high_watermark, 0);
     let err = p.record_follower_fetch(2, 1, 1_000_000, 7).unwrap_err();
-    assert_eq!(err.code, ErrorCode::OffsetOutOfRange);
+    assert_eq!(err.code(), ErrorCode::OffsetOutOfRange);
     let err = p.record_follower_fetch(2, 1, -1, 7).unwrap_err();
-    assert_eq!(err.code, ErrorCode::OffsetOutOfRange);
+    assert_eq!(err.code(), ErrorCode::OffsetOutOfRange);
     assert_eq!(p.view().high_watermark, 0, "a refused claim moves nothing");
     p.record_follower_fetch(2, 1, 10, 7).unwrap();
     assert_eq!(p.view().high_watermark, 10);

@@ -170,6 +170,25 @@ pub enum MetaError {
         /// Its current registration's epoch.
         current: u64,
     },
+    /// This node is not the controller leader (and the request was not forwarded): `leader`
+    /// is the leader's controller address, when known.
+    #[error("{}", match leader {
+        Some(addr) => format!("this node is not the controller leader; the leader is at {addr}"),
+        None => "no controller leader is known yet; retry shortly".to_owned(),
+    })]
+    NotController {
+        /// The leader's controller address.
+        leader: Option<String>,
+    },
+    /// TriggerElection called again within the interval.
+    #[error("an election was triggered on this node less than {interval_secs} s ago")]
+    ElectionThrottled {
+        /// The least time between two triggered elections.
+        interval_secs: u64,
+    },
+    /// The quorum failed to do what was asked (a Raft error).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<weir_common::topic_config::ConfigError> for MetaError {
@@ -196,6 +215,9 @@ impl MetaError {
             MetaError::InvalidRequest(_) => C::InvalidRequest,
             MetaError::NoEligibleLeader { .. } => C::NotLeaderOrFollower,
             MetaError::StaleBrokerEpoch { .. } => C::StaleBrokerEpoch,
+            MetaError::NotController { .. } => C::NotController,
+            MetaError::ElectionThrottled { .. } => C::ThrottlingQuotaExceeded,
+            MetaError::Internal(_) => C::UnknownServerError,
         };
         code as i32
     }

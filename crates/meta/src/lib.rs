@@ -6,8 +6,8 @@
 //! - [`types`]: the openraft type configuration.
 //! - [`store`]: the sled-backed Raft log and state machine; [`network`]: Raft over gRPC.
 //! - [`controller`]: broker liveness, topic creation, leader election, request forwarding.
+//! - [`wire`]: the quorum's protobuf conversions (metadata and refusals to their wire forms).
 //! - [`node`]: a node's membership in the quorum (bootstrap, learners, shutdown).
-//! - [`store`]: the sled-backed Raft log and state machine.
 
 pub mod command;
 pub mod controller;
@@ -18,6 +18,7 @@ pub mod node;
 pub mod state;
 pub mod store;
 pub mod types;
+pub mod wire;
 
 pub use command::{Command, CommandResult, MetaError};
 pub use state::{BrokerInfo, MetadataState, PartitionInfo, TopicInfo};

@@ -13,7 +13,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use weir_proto::broker::v1 as pb;
-use weir_proto::common::v1::ErrorCode;
 
 use crate::error::BrokerError;
 use crate::manager::ReplicaManager;
@@ -24,9 +23,8 @@ type ReplicaStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaFetchResponse, 
 
 fn replica_error(e: &BrokerError, log_start: i64) -> pb::ReplicaFetchResponse {
     pb::ReplicaFetchResponse {
-        error: Some(e.to_wire()),
         log_start_offset: log_start,
-        ..Default::default()
+        ..e.answer_plain()
     }
 }
 
@@ -38,16 +36,14 @@ fn check_replica(manager: &ReplicaManager, replica: u64) -> Result<(), BrokerErr
     let state = manager.metadata();
     match state.brokers.get(&replica) {
         Some(b) if !b.fenced => Ok(()),
-        Some(_) => Err(BrokerError::new(
-            ErrorCode::BrokerNotAvailable,
-            format!(
-                "broker {replica} is fenced; it may fetch again once the controller unfences it"
-            ),
-        )),
-        None => Err(BrokerError::new(
-            ErrorCode::BrokerNotAvailable,
-            format!("broker {replica} is not registered"),
-        )),
+        Some(_) => Err(BrokerError::ReplicaNotAvailable {
+            replica,
+            why: "is fenced; it may fetch again once the controller unfences it",
+        }),
+        None => Err(BrokerError::ReplicaNotAvailable {
+            replica,
+            why: "is not registered",
+        }),
     }
 }
 
@@ -97,13 +93,11 @@ async fn replica_session(
                 return;
             }
             if offset < view.log_start || offset > view.log_end {
-                let e = BrokerError::new(
-                    ErrorCode::OffsetOutOfRange,
-                    format!(
-                        "replica offset {offset} is outside the leader's [{}, {}]",
-                        view.log_start, view.log_end
-                    ),
-                );
+                let e = BrokerError::OffsetOutOfRange {
+                    offset,
+                    log_start: view.log_start,
+                    log_end: view.log_end,
+                };
                 let _ = tx.send(Ok(replica_error(&e, view.log_start))).await;
                 return;
             }
@@ -171,18 +165,10 @@ impl pb::replication_server::Replication for BrokerService {
         let result = self.leader(&req.topic, req.partition).and_then(|part| {
             let current = part.leader_epoch().unwrap_or(-1);
             if req.current_leader_epoch != current {
-                let code = if req.current_leader_epoch < current {
-                    ErrorCode::FencedLeaderEpoch
-                } else {
-                    ErrorCode::UnknownLeaderEpoch
-                };
-                return Err(BrokerError::new(
-                    code,
-                    format!(
-                        "leader epoch {} asked, current {current}",
-                        req.current_leader_epoch
-                    ),
-                ));
+                return Err(BrokerError::LeaderEpoch {
+                    asked: req.current_leader_epoch,
+                    current,
+                });
             }
             Ok(part
                 .end_offset_for_epoch(req.leader_epoch)
@@ -194,11 +180,7 @@ impl pb::replication_server::Replication for BrokerService {
                 leader_epoch,
                 end_offset,
             },
-            Err(e) => pb::OffsetForLeaderEpochResponse {
-                error: Some(e.to_wire()),
-                leader_epoch: -1,
-                end_offset: -1,
-            },
+            Err(e) => e.answer_plain(),
         };
         Ok(Response::new(response))
     }

@@ -1,0 +1,56 @@
+//! The quorum's protobuf conversions, in one place: metadata to its wire form, and refusals to
+//! wire errors. Everything else in the crate speaks its own types.
+
+use weir_proto::common::v1::Error as WireError;
+use weir_proto::controller::v1 as pb;
+
+use crate::command::MetaError;
+use crate::state::{BrokerInfo, PartitionInfo, TopicInfo};
+
+/// A partition's wire form.
+pub fn partition_to_wire(index: usize, p: &PartitionInfo) -> pb::PartitionState {
+    pb::PartitionState {
+        partition: index as u32,
+        replicas: p.replicas.clone(),
+        leader: p.leader.map_or(-1, |l| l as i64),
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        isr: p.isr.clone(),
+    }
+}
+
+/// A topic's wire form.
+pub fn topic_to_wire(t: &TopicInfo) -> pb::TopicDescription {
+    pb::TopicDescription {
+        name: t.name.clone(),
+        id: t.id.clone(),
+        configs: t.configs.clone().into_iter().collect(),
+        partitions: t
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| partition_to_wire(i, p))
+            .collect(),
+    }
+}
+
+/// A broker's wire form in DescribeCluster.
+pub fn broker_to_wire(b: &BrokerInfo) -> pb::BrokerDescription {
+    pb::BrokerDescription {
+        id: b.id,
+        address: b.address.clone(),
+        rack: b.rack.clone().unwrap_or_default(),
+        state: if b.fenced { "fenced" } else { "active" }.to_owned(),
+        epoch: b.epoch,
+    }
+}
+
+impl MetaError {
+    /// The wire form: [`MetaError::code`] and the message.
+    pub fn to_wire(&self) -> WireError {
+        WireError {
+            code: self.code(),
+            message: self.to_string(),
+        }
+    }
+}

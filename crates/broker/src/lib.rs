@@ -6,10 +6,10 @@
 //! - [`manager`]: the partitions this broker holds, kept in step with the metadata log.
 //! - [`partition`]: one replica — its log, leader/follower role, ISR and high watermark.
 //! - [`replication`]: the leader's and the follower's sides of replication, and ISR changes.
-//! - [`service`]: the client gRPC service; [`convert`]: plain protobuf records ↔ batches.
+//! - [`service`]: the client gRPC service; [`wire`]: its protobuf conversions (plain records
+//!   ↔ batches, metadata answers).
 //! - [`error`]: the broker's error and its wire codes.
 
-pub mod convert;
 pub mod error;
 pub mod lifecycle;
 pub mod limits;
@@ -17,6 +17,7 @@ pub mod manager;
 pub mod partition;
 pub mod replication;
 pub mod service;
+pub mod wire;
 
 pub use error::BrokerError;
 pub use manager::{BrokerConfig, ReplicaManager};

@@ -1,0 +1,195 @@
+//! Consumer fetch streams: answers as committed batches arrive (at least `min_bytes`, at most
+//! `max_bytes`), heartbeats with the high watermark every `max_wait`, each answer holding its
+//! share of the node's fetch memory ([`super::FETCH_MEMORY_BYTES`]) until the transport takes it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::{mpsc, Semaphore};
+use tonic::Status;
+use weir_proto::broker::v1 as pb;
+use weir_storage::batch::{BatchHeader, Batches};
+
+use super::{BrokerService, MAX_FETCH_BYTES};
+use crate::error::BrokerError;
+use crate::partition::Partition;
+use crate::wire::record_to_wire;
+
+pub(super) type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Status>> + Send>>;
+
+/// A fetch answer and its share of [`FETCH_MEMORY_BYTES`].
+type FetchItem = (
+    Result<pb::FetchResponse, Status>,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+);
+
+/// The answers of one fetch stream, each holding its share of the fetch memory until the
+/// transport asks for the next one: an answer handed to a reader that does not read stays in
+/// the HTTP/2 send buffer, and is still counted.
+struct Budgeted {
+    rx: mpsc::Receiver<FetchItem>,
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Stream for Budgeted {
+    type Item = Result<pb::FetchResponse, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        // Asked for the next answer: the transport has taken the last one.
+        self.held = None;
+        match self.rx.poll_recv(cx) {
+            std::task::Poll::Ready(Some((answer, held))) => {
+                self.held = held;
+                std::task::Poll::Ready(Some(answer))
+            }
+            std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// The offset after the last batch in `bytes`.
+fn next_offset_after(bytes: &Bytes, fallback: i64) -> i64 {
+    let mut next = fallback;
+    let mut rest: &[u8] = bytes;
+    while let Ok(h) = BatchHeader::parse(rest) {
+        next = h.next_offset();
+        if h.total_size() > rest.len() {
+            break;
+        }
+        rest = &rest[h.total_size()..];
+    }
+    next
+}
+
+/// One consumer fetch stream: answers as committed batches arrive, heartbeats (empty answers
+/// with the high watermark) every `max_wait`, ends on error or disconnect.
+async fn fetch_loop(
+    part: Arc<Partition>,
+    req: pb::FetchRequest,
+    tx: mpsc::Sender<FetchItem>,
+    memory: Arc<Semaphore>,
+) {
+    let max_bytes = (req.max_bytes as usize).clamp(1, MAX_FETCH_BYTES);
+    let max_bytes = if req.max_bytes == 0 {
+        1024 * 1024
+    } else {
+        max_bytes
+    };
+    let max_wait = Duration::from_millis(u64::from(req.max_wait_ms.clamp(1, 30_000)));
+    // A wait for more than one answer can hold would never end early and would re-read up to
+    // `max_bytes` on every append (`min_bytes: u32::MAX`): at most `max_bytes`.
+    let min_bytes = (req.min_bytes as usize).min(max_bytes);
+    let mut offset = req.offset;
+    let mut views = part.subscribe();
+    loop {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        // Wait for committed data past `offset` (and min_bytes of it), up to max_wait.
+        let (bytes, held) = loop {
+            let view = *views.borrow_and_update();
+            if !view.leading {
+                let e = BrokerError::not_leader(&part.topic, part.index, None);
+                let _ = tx.send((Ok(e.answer()), None)).await;
+                return;
+            }
+            if offset < view.log_start || offset > view.log_end {
+                let e = BrokerError::OffsetOutOfRange {
+                    offset,
+                    log_start: view.log_start,
+                    log_end: view.log_end,
+                };
+                let _ = tx.send((Ok(e.answer()), None)).await;
+                return;
+            }
+            let (bytes, held) = if view.high_watermark > offset {
+                // Room for a whole answer first (max_bytes <= MAX_FETCH_BYTES fits in u32).
+                let room = tokio::select! {
+                    room = Arc::clone(&memory).acquire_many_owned(max_bytes as u32) => room,
+                    _ = tx.closed() => return,
+                };
+                let Ok(mut room) = room else {
+                    return;
+                };
+                match part.read(offset, max_bytes, view.high_watermark) {
+                    Ok(bytes) => {
+                        // Keep what the answer holds; give the rest back now.
+                        let held = room.split(bytes.len()).unwrap_or(room);
+                        (bytes, Some(held))
+                    }
+                    Err(e) => {
+                        let _ = tx.send((Ok(e.answer()), None)).await;
+                        return;
+                    }
+                }
+            } else {
+                (Bytes::new(), None)
+            };
+            if !bytes.is_empty() && bytes.len() >= min_bytes {
+                break (bytes, held);
+            }
+            // Not enough yet: hold nothing while waiting.
+            drop(held);
+            match tokio::time::timeout_at(deadline, views.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return,
+                Err(_) => break (bytes, None),
+            }
+        };
+        let view = part.view();
+        let next = next_offset_after(&bytes, offset);
+        let mut response = pb::FetchResponse {
+            error: None,
+            high_watermark: view.high_watermark,
+            log_start_offset: view.log_start,
+            next_offset: next,
+            ..Default::default()
+        };
+        if req.decode {
+            for batch in Batches::new(bytes) {
+                let records = batch.and_then(|b| b.records());
+                match records {
+                    Ok(records) => response.records.extend(
+                        records
+                            .into_iter()
+                            .filter(|r| r.offset >= offset)
+                            .map(record_to_wire),
+                    ),
+                    Err(e) => {
+                        let e = BrokerError::CorruptMessage(e.to_string());
+                        let _ = tx.send((Ok(e.answer()), None)).await;
+                        return;
+                    }
+                }
+            }
+        } else {
+            response.batches = bytes;
+        }
+        if tx.send((Ok(response), held)).await.is_err() {
+            return; // the consumer went away
+        }
+        offset = next;
+    }
+}
+
+impl BrokerService {
+    /// The answers to one fetch request: an error answer at once when this broker does not
+    /// lead the partition, otherwise a stream fed by [`fetch_loop`].
+    pub(super) async fn fetch_answers(&self, req: pb::FetchRequest) -> FetchStream {
+        let (tx, rx) = mpsc::channel(1);
+        match self.leader(&req.topic, req.partition) {
+            Ok(part) => {
+                tokio::spawn(fetch_loop(part, req, tx, Arc::clone(&self.fetch_memory)));
+            }
+            Err(e) => {
+                let _ = tx.send((Ok(e.answer()), None)).await;
+            }
+        }
+        Box::pin(Budgeted { rx, held: None })
+    }
+}

@@ -151,7 +151,10 @@ async fn admin_produce_consume_seek_and_errors_on_one_node() {
     let cluster_desc = admin.describe_cluster().await.unwrap();
     assert_eq!(cluster_desc.controller_leader, Some(1));
     assert_eq!(cluster_desc.brokers.len(), 1);
-    assert_eq!(cluster_desc.brokers[0].state, "active");
+    assert_eq!(
+        cluster_desc.brokers[0].state,
+        weir_client::BrokerState::Active
+    );
     assert_eq!(cluster_desc.voters.len(), 1);
     assert!(cluster_desc.metadata_version > 0);
 

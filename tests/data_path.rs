@@ -139,7 +139,7 @@ fn partition_md(
     md: &bpb::MetadataResponse,
     topic: &str,
     partition: u32,
-) -> Option<bpb::PartitionMetadata> {
+) -> Option<weir_proto::controller::v1::PartitionState> {
     let t = md.topics.iter().find(|t| t.name == topic)?;
     if code(&t.error) != 0 {
         return None;
@@ -428,7 +428,7 @@ async fn produce_and_consume_through_a_three_node_cluster_with_rf3() {
             cluster.node(b.id).broker_addr(),
             "advertised address"
         );
-        assert!(!b.fenced);
+        assert_eq!(b.state(), weir_proto::common::v1::BrokerState::Active);
     }
     let topic = md.topics.iter().find(|t| t.name == "events").unwrap();
     assert_eq!(topic.partitions.len(), 3);

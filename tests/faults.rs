@@ -447,7 +447,7 @@ async fn the_controller_leader_isolated_fences_only_itself_and_loses_nothing() {
                     new_controller.get_or_insert(c.controller_leader);
                 }
                 for b in &c.brokers {
-                    let fenced = b.state != "active";
+                    let fenced = b.state() != weir_proto::common::v1::BrokerState::Active;
                     assert!(
                         !(fenced && healthy.contains(&b.id)),
                         "round {round}: healthy broker {} fenced while node {isolated} was cut off",

@@ -477,8 +477,12 @@ async fn a_dead_broker_is_fenced_and_its_partitions_get_new_leaders() {
     assert!(elapsed < Duration::from_secs(15));
     let view = describe_cluster(&mut cluster, controller).await;
     assert_eq!(
-        view.brokers.iter().find(|b| b.id == victim).unwrap().state,
-        "fenced"
+        view.brokers
+            .iter()
+            .find(|b| b.id == victim)
+            .unwrap()
+            .state(),
+        weir_proto::common::v1::BrokerState::Fenced
     );
 
     // Back from the dead: it registers again and is unfenced once caught up.
@@ -487,7 +491,9 @@ async fn a_dead_broker_is_fenced_and_its_partitions_get_new_leaders() {
         let view = cluster.describe_cluster_via(controller);
         async move {
             let r = view.await?;
-            (r.brokers.iter().find(|b| b.id == victim)?.state == "active").then_some(())
+            (r.brokers.iter().find(|b| b.id == victim)?.state()
+                == weir_proto::common::v1::BrokerState::Active)
+                .then_some(())
         }
     })
     .await;
@@ -507,7 +513,10 @@ async fn a_broker_only_node_follows_the_log_as_a_learner() {
             async move {
                 let r = view.await?;
                 let learner = r.learners.iter().any(|l| l.id == 4);
-                let active = r.brokers.iter().any(|b| b.id == 4 && b.state == "active");
+                let active = r
+                    .brokers
+                    .iter()
+                    .any(|b| b.id == 4 && b.state() == weir_proto::common::v1::BrokerState::Active);
                 (learner && active && r.voters.len() == 3).then_some(())
             }
         },
@@ -550,7 +559,10 @@ async fn bad_admin_requests_get_typed_errors_and_change_nothing() {
         let view = cluster.describe_cluster_via(1);
         async move {
             let r = view.await?;
-            (r.brokers.iter().any(|b| b.state == "active")).then_some(())
+            (r.brokers
+                .iter()
+                .any(|b| b.state() == weir_proto::common::v1::BrokerState::Active))
+            .then_some(())
         }
     })
     .await;

@@ -27,7 +27,12 @@ async fn wait_active_brokers(cluster: &mut Cluster, via: u64, n: usize) {
         let view = cluster.describe_cluster_via(via);
         async move {
             let r = view.await?;
-            (r.brokers.iter().filter(|b| b.state == "active").count() >= n).then_some(())
+            (r.brokers
+                .iter()
+                .filter(|b| b.state() == weir_proto::common::v1::BrokerState::Active)
+                .count()
+                >= n)
+                .then_some(())
         }
     })
     .await;

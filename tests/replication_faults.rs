@@ -59,7 +59,10 @@ async fn partition_via(
     cluster: &mut Cluster,
     via: u64,
     topic: &str,
-) -> Option<(bpb::PartitionMetadata, Vec<bpb::BrokerEndpoint>)> {
+) -> Option<(
+    weir_proto::controller::v1::PartitionState,
+    Vec<bpb::BrokerEndpoint>,
+)> {
     let mut client = cluster.broker_client(via);
     let req = bpb::MetadataRequest {
         topics: vec![topic.into()],
@@ -140,7 +143,7 @@ async fn fenced_brokers(cluster: &mut Cluster, via: u64) -> Option<Vec<u64>> {
     Some(
         r.brokers
             .iter()
-            .filter(|b| b.state != "active")
+            .filter(|b| b.state() != weir_proto::common::v1::BrokerState::Active)
             .map(|b| b.id)
             .collect(),
     )

@@ -495,7 +495,12 @@ impl Cluster {
             let view = self.describe_cluster_via(via);
             async move {
                 let r = view.await?;
-                (r.brokers.iter().filter(|b| b.state == "active").count() >= n).then_some(())
+                (r.brokers
+                    .iter()
+                    .filter(|b| b.state() == weir_proto::common::v1::BrokerState::Active)
+                    .count()
+                    >= n)
+                    .then_some(())
             }
         })
         .await;

@@ -3,6 +3,7 @@
 //! never comes through here), and metadata in its Metadata-answer form.
 
 use bytes::Bytes;
+use weir_meta::wire::{broker_state, partition_to_wire};
 use weir_meta::{BrokerInfo, TopicInfo};
 use weir_proto::broker::v1 as pb;
 use weir_storage::{BatchBuilder, BatchError, Compression, Header, Record};
@@ -51,7 +52,7 @@ pub fn broker_endpoint(b: &BrokerInfo) -> pb::BrokerEndpoint {
         id: b.id,
         address: b.address.clone(),
         rack: b.rack.clone().unwrap_or_default(),
-        fenced: b.fenced,
+        state: broker_state(b) as i32,
     }
 }
 
@@ -65,13 +66,7 @@ pub fn topic_metadata(t: &TopicInfo) -> pb::TopicMetadata {
             .partitions
             .iter()
             .enumerate()
-            .map(|(i, p)| pb::PartitionMetadata {
-                partition: i as u32,
-                leader: p.leader.map_or(-1, |l| l as i64),
-                leader_epoch: p.leader_epoch,
-                replicas: p.replicas.clone(),
-                isr: p.isr.clone(),
-            })
+            .map(|(i, p)| partition_to_wire(i, p))
             .collect(),
     }
 }

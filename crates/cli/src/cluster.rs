@@ -57,7 +57,7 @@ fn render(cluster: &ClusterDescription) -> String {
             b.id.to_string(),
             b.address.clone(),
             opt(b.rack.clone()),
-            b.state.clone(),
+            b.state.to_string(),
         ]);
     }
     out.push_str(&brokers.render());
@@ -107,8 +107,8 @@ struct BrokerJson {
     address: String,
     /// Rack, null for none.
     rack: Option<String>,
-    /// `active`, `fenced`, …
-    state: String,
+    /// `active`, `fenced` or `unknown`.
+    state: weir_client::BrokerState,
 }
 
 /// Voters and learners of the metadata quorum.
@@ -157,7 +157,7 @@ impl From<&ClusterDescription> for ClusterJson {
                     id: b.id,
                     address: b.address.clone(),
                     rack: b.rack.clone(),
-                    state: b.state.clone(),
+                    state: b.state,
                 })
                 .collect(),
             quorum: QuorumJson {

@@ -174,7 +174,7 @@ async fn create(admin: &Admin, args: CreateArgs, ctx: &Context) -> anyhow::Resul
             let active = cluster
                 .brokers
                 .iter()
-                .filter(|b| b.state == "active")
+                .filter(|b| b.state == weir_client::BrokerState::Active)
                 .count();
             active.clamp(1, 3) as i32
         }

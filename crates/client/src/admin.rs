@@ -88,7 +88,7 @@ pub struct PartitionDescription {
 /// The cluster: brokers, the controller quorum and the metadata version.
 ///
 /// ```
-/// use weir_client::{BrokerDescription, ClusterDescription, QuorumMember};
+/// use weir_client::{BrokerDescription, BrokerState, ClusterDescription, QuorumMember};
 ///
 /// let cluster = ClusterDescription {
 ///     controller_leader: Some(1),
@@ -96,14 +96,15 @@ pub struct PartitionDescription {
 ///         id: 1,
 ///         address: "10.0.0.1:9700".into(),
 ///         rack: None,
-///         state: "active".into(),
+///         state: BrokerState::Active,
 ///     }],
 ///     voters: vec![QuorumMember { id: 1, address: "10.0.0.1:9800".into(), match_index: 17, lag: 0 }],
 ///     learners: vec![],
 ///     metadata_version: 17,
 ///     term: 2,
 /// };
-/// assert_eq!(cluster.brokers[0].state, "active");
+/// assert_eq!(cluster.brokers[0].state, BrokerState::Active);
+/// assert_eq!(cluster.brokers[0].state.to_string(), "active");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterDescription {
@@ -130,8 +131,42 @@ pub struct BrokerDescription {
     pub address: String,
     /// Rack, if any.
     pub rack: Option<String>,
-    /// Lifecycle state, e.g. "active" or "fenced".
-    pub state: String,
+    /// Whether it is active or fenced.
+    pub state: BrokerState,
+}
+
+/// A registered broker's state, as the controller quorum decided it. Shown (and serialized)
+/// as `active`, `fenced` or `unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerState {
+    /// Heartbeating and caught up: it may lead partitions and be in ISRs.
+    Active,
+    /// Missed its session, shut down, or not yet caught up: it leads nothing.
+    Fenced,
+    /// A state this client does not know (an answer from a newer or older cluster).
+    Unknown,
+}
+
+impl From<weir_proto::common::v1::BrokerState> for BrokerState {
+    fn from(state: weir_proto::common::v1::BrokerState) -> Self {
+        use weir_proto::common::v1::BrokerState as Wire;
+        match state {
+            Wire::Active => BrokerState::Active,
+            Wire::Fenced => BrokerState::Fenced,
+            Wire::Unspecified => BrokerState::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for BrokerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BrokerState::Active => "active",
+            BrokerState::Fenced => "fenced",
+            BrokerState::Unknown => "unknown",
+        })
+    }
 }
 
 /// One member of the metadata quorum in a [`ClusterDescription`].
@@ -408,10 +443,10 @@ impl Admin {
                 .brokers
                 .into_iter()
                 .map(|b| BrokerDescription {
+                    state: b.state().into(),
                     id: b.id,
                     address: b.address,
                     rack: (!b.rack.is_empty()).then_some(b.rack),
-                    state: b.state,
                 })
                 .collect(),
             voters: r.voters.into_iter().map(member).collect(),

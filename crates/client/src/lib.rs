@@ -38,7 +38,7 @@ pub mod partitioner;
 pub mod producer;
 
 pub use admin::{
-    Admin, BrokerDescription, ClusterDescription, PartitionDescription, QuorumMember,
+    Admin, BrokerDescription, BrokerState, ClusterDescription, PartitionDescription, QuorumMember,
     TopicDescription,
 };
 pub use config::{Acks, ClientConfig, ConsumerConfig, ProducerConfig};

@@ -47,7 +47,11 @@ async fn wait_ready(admin_config: &ClientConfig) -> Admin {
     loop {
         if let Ok(admin) = Admin::connect(admin_config.clone()).await {
             if let Ok(cluster) = admin.describe_cluster().await {
-                if cluster.brokers.iter().any(|b| b.state == "active") {
+                if cluster
+                    .brokers
+                    .iter()
+                    .any(|b| b.state == weir_client::BrokerState::Active)
+                {
                     return admin;
                 }
             }

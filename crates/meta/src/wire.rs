@@ -1,7 +1,7 @@
 //! The quorum's protobuf conversions, in one place: metadata to its wire form, and refusals to
 //! wire errors. Everything else in the crate speaks its own types.
 
-use weir_proto::common::v1::Error as WireError;
+use weir_proto::common::v1::{BrokerState, Error as WireError};
 use weir_proto::controller::v1 as pb;
 
 use crate::command::MetaError;
@@ -34,13 +34,22 @@ pub fn topic_to_wire(t: &TopicInfo) -> pb::TopicDescription {
     }
 }
 
+/// A broker's state on the wire.
+pub fn broker_state(b: &BrokerInfo) -> BrokerState {
+    if b.fenced {
+        BrokerState::Fenced
+    } else {
+        BrokerState::Active
+    }
+}
+
 /// A broker's wire form in DescribeCluster.
 pub fn broker_to_wire(b: &BrokerInfo) -> pb::BrokerDescription {
     pb::BrokerDescription {
         id: b.id,
         address: b.address.clone(),
         rack: b.rack.clone().unwrap_or_default(),
-        state: if b.fenced { "fenced" } else { "active" }.to_owned(),
+        state: broker_state(b) as i32,
         epoch: b.epoch,
     }
 }

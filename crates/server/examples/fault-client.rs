@@ -361,9 +361,11 @@ impl Cluster {
         partitions.sort_by_key(|p| p.partition);
         let mut leaders = Vec::new();
         for p in &partitions {
-            let leader = u64::try_from(p.leader)
-                .ok()
-                .and_then(|id| md.brokers.iter().find(|b| b.id == id && !b.fenced));
+            let leader = u64::try_from(p.leader).ok().and_then(|id| {
+                md.brokers.iter().find(|b| {
+                    b.id == id && b.state() == weir_proto::common::v1::BrokerState::Active
+                })
+            });
             match leader {
                 Some(b) => leaders.push(b.address.clone()),
                 None => return Ok(None),
@@ -1023,7 +1025,9 @@ async fn run(cli: Cli) -> BoxResult<(Value, bool)> {
                 let c = cluster.describe_cluster().await?;
                 Ok(c.brokers
                     .iter()
-                    .any(|b| b.id == node && b.state == "fenced")
+                    .any(|b| {
+                        b.id == node && b.state() == weir_proto::common::v1::BrokerState::Fenced
+                    })
                     .then_some(()))
             })
             .await?;
@@ -1033,11 +1037,9 @@ async fn run(cli: Cli) -> BoxResult<(Value, bool)> {
             let what = format!("node {node} to rejoin and learn topic {topic}");
             let (address, version) = wait_for(&what, limit, || async {
                 let c = cluster.describe_cluster().await?;
-                let Some(b) = c
-                    .brokers
-                    .iter()
-                    .find(|b| b.id == node && b.state == "active")
-                else {
+                let Some(b) = c.brokers.iter().find(|b| {
+                    b.id == node && b.state() == weir_proto::common::v1::BrokerState::Active
+                }) else {
                     return Ok(None);
                 };
                 // Ask the node's own broker: it must have replayed the metadata log past the

@@ -1,0 +1,498 @@
+//! The sender task: the one owner of every closed batch until it completes.
+//!
+//! Each turn of its loop closes batches whose linger expired, fails batches past
+//! `delivery_timeout`, gives up streams that stopped answering, and sends what may be sent:
+//! per partition, batches in id order, at most `max_in_flight_per_partition` at a time, to the
+//! partition's leader over that broker's stream (see `stream`). Answers come back in request
+//! order, so each one completes the oldest in-flight batch of its stream. A retriable failure
+//! sends the failed batch and everything after it for that partition again, in order, once the
+//! partition's in-flight batches are back and the backoff passed; a metadata refresh is
+//! started when the error says the metadata is stale or a stream went down.
+//!
+//! Completing a batch ([`Shared::complete`]) resolves its records' `DeliveryFuture`s and gives
+//! its bytes back to `buffer_memory`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weir_common::sync::MutexExt;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use weir_proto::broker::v1 as pb;
+use weir_proto::broker::v1::produce_request::Records;
+
+use super::accumulator::{Closed, Slot};
+use super::record::RecordMetadata;
+use super::stream::{run_conn, Conn};
+use super::Shared;
+use crate::error::{check, Error, Result};
+
+/// Slack over `request_timeout` before an unanswered stream is given up.
+const STREAM_SLACK: Duration = Duration::from_secs(5);
+/// The sender looks around at least this often.
+pub(super) const HOUSEKEEPING: Duration = Duration::from_millis(100);
+
+/// A closed batch, encoded, on its way.
+pub(super) struct Batch {
+    /// Handed out when the batch closed: orders the batch among its partition's others and
+    /// marks it done in `Shared::pending`.
+    pub(super) id: u64,
+    /// The topic it goes to.
+    pub(super) topic: String,
+    /// The partition it goes to.
+    pub(super) partition: u32,
+    /// The encoded RecordBatch; every send, first or retry, clones these same bytes.
+    pub(super) bytes: Bytes,
+    /// The records' result slots, in append order.
+    pub(super) slots: Vec<Slot>,
+    /// Bytes of `buffer_memory` held until the batch completes.
+    pub(super) permits: usize,
+    /// When the batch was opened: `delivery_timeout` counts from here, across retries.
+    pub(super) created: Instant,
+    /// When the batch was last written to a stream (`created` until then): a stream whose
+    /// oldest batch waited longer than `request_timeout` plus [`STREAM_SLACK`] is given up.
+    pub(super) sent_at: Instant,
+    /// The last retriable error, named in the timeout error if the batch runs out of time
+    /// waiting in its queue.
+    pub(super) last_error: Option<Error>,
+}
+
+impl Shared {
+    /// Encodes a closed batch; an encoding failure fails its records at once.
+    pub(super) fn encode(&self, closed: Closed) -> Option<Batch> {
+        let Closed {
+            id,
+            topic,
+            partition,
+            open,
+        } = closed;
+        match open.builder.build(0) {
+            Ok(bytes) => Some(Batch {
+                id,
+                topic,
+                partition,
+                bytes,
+                slots: open.slots,
+                permits: open.permits,
+                created: open.created,
+                sent_at: open.created,
+                last_error: None,
+            }),
+            Err(e) => {
+                let err = Error::InvalidInput(format!("cannot encode the batch: {e}"));
+                for slot in open.slots {
+                    let _ = slot.tx.send(Err(err.clone()));
+                }
+                self.finish(id, open.permits);
+                None
+            }
+        }
+    }
+
+    /// Releases a completed batch's memory and marks it done.
+    fn finish(&self, id: u64, permits: usize) {
+        self.memory.add_permits(permits);
+        self.pending.locked().remove(&id);
+        self.completed.notify_waiters();
+    }
+
+    /// Resolves every record of `batch` with `result` (the broker's base offset and log
+    /// append time, or the batch's error) and finishes the batch.
+    fn complete(&self, batch: Batch, result: Result<(i64, i64)>) {
+        match result {
+            Ok((base_offset, log_append_time)) => {
+                for (i, slot) in batch.slots.into_iter().enumerate() {
+                    let offset = if base_offset >= 0 {
+                        base_offset + i as i64
+                    } else {
+                        -1
+                    };
+                    let timestamp = if log_append_time >= 0 {
+                        log_append_time
+                    } else {
+                        slot.timestamp
+                    };
+                    let _ = slot.tx.send(Ok(RecordMetadata {
+                        topic: batch.topic.clone(),
+                        partition: batch.partition,
+                        offset,
+                        timestamp,
+                    }));
+                }
+            }
+            Err(err) => {
+                tracing::debug!(topic = %batch.topic, partition = batch.partition, error = %err,
+                    "batch failed");
+                for slot in batch.slots {
+                    let _ = slot.tx.send(Err(err.clone()));
+                }
+            }
+        }
+        self.finish(batch.id, batch.permits);
+    }
+}
+
+/// What arrives in the sender task's inbox.
+pub(super) enum Event {
+    /// A batch closed and encoded by `send` or `flush`, to queue for its partition.
+    Ready(Batch),
+    /// An answer read from stream `conn`: it belongs to that stream's oldest in-flight batch.
+    Answer {
+        conn: u64,
+        answer: pb::ProduceResponse,
+    },
+    /// Stream `conn` ended with `error`: its in-flight batches are retried.
+    ConnDown { conn: u64, error: Error },
+    /// The producer was closed or its last handle dropped: deliver what is pending, then stop.
+    Shutdown,
+}
+
+/// A partition's closed batches and what is in flight.
+#[derive(Default)]
+pub(super) struct PartQueue {
+    /// Waiting batches, by id (= send order).
+    queue: VecDeque<Batch>,
+    /// Batches of this partition written to a stream and not yet answered; at most
+    /// `max_in_flight_per_partition`.
+    in_flight: usize,
+    /// A retriable error happened: wait for the in-flight batches to come back, then resend
+    /// in order after the backoff.
+    draining: bool,
+    /// Send nothing before this time: the retry backoff after a retriable error or while the
+    /// partition has no known leader.
+    retry_at: Option<Instant>,
+}
+
+impl PartQueue {
+    /// Puts `batch` back in id order: a retried batch goes before those closed after it.
+    fn requeue(&mut self, batch: Batch) {
+        let at = self.queue.partition_point(|b| b.id < batch.id);
+        self.queue.insert(at, batch);
+    }
+}
+
+/// The sender task's state; [`SenderTask::run`] is the task.
+pub(super) struct SenderTask {
+    /// Shared with the producer handles: the accumulator, the memory budget, metadata.
+    pub(super) shared: Arc<Shared>,
+    /// A handle on its own inbox, cloned into every stream task it starts.
+    pub(super) events_tx: mpsc::UnboundedSender<Event>,
+    /// The inbox: batches from `send`/`flush`, stream answers and failures, shutdown.
+    pub(super) events: mpsc::UnboundedReceiver<Event>,
+    /// The queue of every partition a batch was sent to, by (topic, partition).
+    pub(super) parts: HashMap<(String, u32), PartQueue>,
+    /// By broker address.
+    pub(super) conns: HashMap<String, Conn>,
+    /// The id given to the last stream opened; ids are never reused, so events from a
+    /// stream already given up on match no entry in `conns` and are ignored.
+    pub(super) next_conn: u64,
+    /// Shutdown was asked for: close every open batch without waiting for its linger, and
+    /// stop once nothing is pending.
+    pub(super) stopping: bool,
+}
+
+impl SenderTask {
+    pub(super) async fn run(mut self) {
+        loop {
+            let now = Instant::now();
+            let linger_due = if self.stopping {
+                let (closed, _) = self.shared.close_open(None);
+                self.enqueue_closed(closed);
+                None
+            } else {
+                let (closed, next) = self.shared.close_open(Some(now));
+                self.enqueue_closed(closed);
+                next
+            };
+            self.expire(now);
+            let retry_due = self.dispatch(now);
+            if self.stopping && self.idle() {
+                break;
+            }
+            let mut deadline = now + HOUSEKEEPING;
+            for d in [linger_due, retry_due].into_iter().flatten() {
+                deadline = deadline.min(d);
+            }
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(event) => self.handle(event),
+                    None => break,
+                },
+                _ = self.shared.wake.notified() => {}
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            while let Ok(event) = self.events.try_recv() {
+                self.handle(event);
+            }
+        }
+        for (_, conn) in self.conns.drain() {
+            conn.task.abort();
+            for batch in conn.in_flight {
+                self.shared.complete(batch, Err(Error::Closed));
+            }
+        }
+        for (_, pq) in self.parts.drain() {
+            for batch in pq.queue {
+                self.shared.complete(batch, Err(Error::Closed));
+            }
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.parts
+            .values()
+            .all(|pq| pq.queue.is_empty() && pq.in_flight == 0)
+            && self.shared.pending.locked().is_empty()
+    }
+
+    fn enqueue_closed(&mut self, closed: Vec<Closed>) {
+        for c in closed {
+            if let Some(batch) = self.shared.encode(c) {
+                self.enqueue(batch);
+            }
+        }
+    }
+
+    fn enqueue(&mut self, batch: Batch) {
+        let key = (batch.topic.clone(), batch.partition);
+        self.parts.entry(key).or_default().requeue(batch);
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Ready(batch) => self.enqueue(batch),
+            Event::Answer { conn, answer } => self.answer(conn, answer),
+            Event::ConnDown { conn, error } => self.conn_down(conn, error),
+            Event::Shutdown => self.stopping = true,
+        }
+    }
+
+    fn conn_key(&self, id: u64) -> Option<String> {
+        self.conns
+            .iter()
+            .find(|(_, c)| c.id == id)
+            .map(|(addr, _)| addr.clone())
+    }
+
+    fn answer(&mut self, conn: u64, answer: pb::ProduceResponse) {
+        let Some(addr) = self.conn_key(conn) else {
+            return; // a stream given up on
+        };
+        let Some(batch) = self
+            .conns
+            .get_mut(&addr)
+            .and_then(|c| c.in_flight.pop_front())
+        else {
+            tracing::warn!(%addr, "produce answer without a request; dropping the stream");
+            self.conn_down(conn, Error::Unavailable("unexpected produce answer".into()));
+            return;
+        };
+        let key = (batch.topic.clone(), batch.partition);
+        if let Some(pq) = self.parts.get_mut(&key) {
+            pq.in_flight = pq.in_flight.saturating_sub(1);
+        }
+        match check(answer.error) {
+            Ok(()) => self
+                .shared
+                .complete(batch, Ok((answer.base_offset, answer.log_append_time))),
+            Err(e) if e.is_retriable() => self.retry(batch, e),
+            Err(e) => self.shared.complete(batch, Err(e)),
+        }
+    }
+
+    fn conn_down(&mut self, conn: u64, error: Error) {
+        let Some(addr) = self.conn_key(conn) else {
+            return;
+        };
+        let Some(c) = self.conns.remove(&addr) else {
+            return;
+        };
+        c.task.abort();
+        let error = if error.is_retriable() {
+            error
+        } else {
+            Error::Unavailable(error.to_string())
+        };
+        tracing::debug!(%addr, %error, in_flight = c.in_flight.len(), "produce stream down");
+        for batch in c.in_flight {
+            let key = (batch.topic.clone(), batch.partition);
+            if let Some(pq) = self.parts.get_mut(&key) {
+                pq.in_flight = pq.in_flight.saturating_sub(1);
+            }
+            self.retry(batch, error.clone());
+        }
+        self.request_refresh();
+    }
+
+    /// A retriable failure: retry in order unless the delivery timeout passed.
+    fn retry(&mut self, mut batch: Batch, error: Error) {
+        if batch.created.elapsed() >= self.shared.config.delivery_timeout {
+            let err = Error::Timeout(format!(
+                "delivery timeout ({:?}) expired; last error: {error}",
+                self.shared.config.delivery_timeout
+            ));
+            self.shared.complete(batch, Err(err));
+            return;
+        }
+        if error.needs_metadata() {
+            self.request_refresh();
+        }
+        tracing::debug!(topic = %batch.topic, partition = batch.partition, %error, "retrying batch");
+        batch.last_error = Some(error);
+        let pq = self
+            .parts
+            .entry((batch.topic.clone(), batch.partition))
+            .or_default();
+        pq.draining = true;
+        pq.requeue(batch);
+    }
+
+    fn request_refresh(&self) {
+        if self.shared.refreshing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let seen = shared.cluster.snapshot().generation;
+            if let Err(e) = shared.cluster.refresh(seen).await {
+                tracing::debug!(error = %e, "metadata refresh failed");
+            }
+            shared.refreshing.store(false, Ordering::SeqCst);
+            shared.wake.notify_one();
+        });
+    }
+
+    /// Fails queued batches past the delivery timeout; gives up streams that stopped
+    /// answering.
+    fn expire(&mut self, now: Instant) {
+        let timeout = self.shared.config.delivery_timeout;
+        for pq in self.parts.values_mut() {
+            while pq
+                .queue
+                .front()
+                .is_some_and(|b| now.duration_since(b.created) >= timeout)
+            {
+                if let Some(batch) = pq.queue.pop_front() {
+                    let last = batch
+                        .last_error
+                        .as_ref()
+                        .map_or_else(|| "none".to_owned(), ToString::to_string);
+                    let err = Error::Timeout(format!(
+                        "delivery timeout ({timeout:?}) expired; last error: {last}"
+                    ));
+                    self.shared.complete(batch, Err(err));
+                }
+            }
+        }
+        let limit = self.shared.config.request_timeout + STREAM_SLACK;
+        let stuck: Vec<u64> = self
+            .conns
+            .values()
+            .filter(|c| {
+                c.in_flight
+                    .front()
+                    .is_some_and(|b| now.duration_since(b.sent_at) >= limit)
+            })
+            .map(|c| c.id)
+            .collect();
+        for id in stuck {
+            self.conn_down(
+                id,
+                Error::Timeout(format!("no produce answer within {limit:?}")),
+            );
+        }
+    }
+
+    /// Sends what may be sent; returns the earliest retry time of a waiting partition.
+    fn dispatch(&mut self, now: Instant) -> Option<Instant> {
+        let shared = Arc::clone(&self.shared);
+        let snapshot = shared.cluster.snapshot();
+        let config = &shared.config;
+        let acks = config.acks.as_i32();
+        let timeout_ms = config.request_timeout.as_millis().min(u32::MAX as u128) as u32;
+        let mut next_retry = None::<Instant>;
+        let mut need_refresh = false;
+        let Self {
+            parts,
+            conns,
+            next_conn,
+            events_tx,
+            ..
+        } = self;
+        for ((topic, partition), pq) in parts.iter_mut() {
+            if pq.draining {
+                if pq.in_flight > 0 {
+                    continue;
+                }
+                pq.draining = false;
+                pq.retry_at = Some(now + config.retry_backoff);
+            }
+            if pq.queue.is_empty() {
+                continue;
+            }
+            if let Some(at) = pq.retry_at {
+                if at > now {
+                    next_retry = Some(next_retry.map_or(at, |n: Instant| n.min(at)));
+                    continue;
+                }
+                pq.retry_at = None;
+            }
+            while pq.in_flight < config.max_in_flight_per_partition && !pq.queue.is_empty() {
+                let Some((_, addr)) = snapshot.leader(topic, *partition) else {
+                    need_refresh = true;
+                    let at = now + config.retry_backoff;
+                    pq.retry_at = Some(at);
+                    next_retry = Some(next_retry.map_or(at, |n: Instant| n.min(at)));
+                    break;
+                };
+                let conn = match conns.get_mut(addr) {
+                    Some(c) => c,
+                    None => {
+                        let client = match shared.cluster.client(addr) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                tracing::warn!(%addr, error = %e, "bad broker address");
+                                need_refresh = true;
+                                break;
+                            }
+                        };
+                        *next_conn += 1;
+                        let id = *next_conn;
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        let task = tokio::spawn(run_conn(id, client, rx, events_tx.clone()));
+                        conns.entry(addr.to_owned()).or_insert(Conn {
+                            id,
+                            tx,
+                            in_flight: VecDeque::new(),
+                            task,
+                        })
+                    }
+                };
+                let Some(mut batch) = pq.queue.pop_front() else {
+                    break;
+                };
+                let request = pb::ProduceRequest {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    acks,
+                    timeout_ms,
+                    records: Some(Records::Batch(batch.bytes.clone())),
+                };
+                if conn.tx.send(request).is_err() {
+                    // The stream task ended; its ConnDown event is on the way.
+                    pq.queue.push_front(batch);
+                    break;
+                }
+                batch.sent_at = now;
+                conn.in_flight.push_back(batch);
+                pq.in_flight += 1;
+            }
+        }
+        if need_refresh {
+            self.request_refresh();
+        }
+        next_retry
+    }
+}

@@ -606,7 +606,7 @@ impl PartitionProducer {
                     );
                     break false;
                 }
-                if attempts == 1 || attempts.is_multiple_of(10) {
+                if attempts == 1 || attempts % 10 == 0 {
                     eprintln!(
                         "partition {}: retrying (attempt {attempts}): {failure} at {leader}",
                         self.partition

@@ -37,6 +37,12 @@ pub fn server_bin() -> String {
     std::env::var("WEIR_TEST_SERVER_BIN").unwrap_or_else(|_| SERVER.to_owned())
 }
 
+/// Whether the nodes choose their broker and HTTP ports (port 0, named in their listeners
+/// file): yes but for another build under `WEIR_TEST_SERVER_BIN`, which may predate the file.
+fn binds_port_zero() -> bool {
+    std::env::var_os("WEIR_TEST_SERVER_BIN").is_none()
+}
+
 /// A free TCP port on 127.0.0.1, below the kernel's ephemeral range: a port bound to 0 comes
 /// from that range, where any outgoing connection (a client, a peer dialling another node) may
 /// take it before the node binds it, or while a killed node is down before its restart — seen
@@ -120,11 +126,26 @@ pub fn assert_code(
     }
 }
 
+/// Removes `dir` and everything in it; a wipe that did not happen would turn a wiped-node
+/// test into a plain restart.
+fn remove_dir(dir: &Path) {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("wiping {}: {e}", dir.display()),
+    }
+    assert!(!dir.exists(), "{} still exists after the wipe", dir.display());
+}
+
 /// One node's process and addresses.
 pub struct Node {
     pub id: u64,
+    /// Its broker listener's port: 0 until its first start, which binds a free one (the node
+    /// names it in its listeners file); restarts bind the same port again.
     pub broker_port: u16,
+    /// Its controller listener's port: chosen here, since the quorum's configuration names it.
     pub controller_port: u16,
+    /// Its HTTP listener's port, chosen by the node as `broker_port` is.
     pub http_port: u16,
     pub data_dir: PathBuf,
     pub voter: bool,
@@ -159,6 +180,39 @@ impl Node {
     /// host:port of the broker listener itself, past any proxy.
     pub fn direct_broker_addr(&self) -> String {
         format!("127.0.0.1:{}", self.broker_port)
+    }
+
+    /// The broker and HTTP ports the running node bound, from the listeners file it writes
+    /// once every listener is up (`weir_server::LISTENERS_FILE`). Waits for it, as long as the
+    /// process runs and at most [`STARTUP`].
+    fn bound_ports(&mut self) -> (u16, u16) {
+        let file = self.data_dir.join(weir_server::LISTENERS_FILE);
+        let deadline = std::time::Instant::now() + STARTUP;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                let port = |name: &str| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                        .and_then(|addr| addr.parse::<std::net::SocketAddr>().ok())
+                        .map(|a| a.port())
+                };
+                if let (Some(broker), Some(http)) = (port("broker"), port("http")) {
+                    return (broker, http);
+                }
+            }
+            assert!(
+                self.is_running(),
+                "node {} exited before binding its listeners; see {}",
+                self.id,
+                self.log.display()
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {} named no bound listeners within {STARTUP:?}",
+                self.id
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -199,9 +253,14 @@ impl Cluster {
         for id in 1..=voters + learners {
             let node = Node {
                 id,
-                broker_port: free_port(),
+                // A proxy is told the address behind it before the node starts.
+                broker_port: if proxied || !binds_port_zero() {
+                    free_port()
+                } else {
+                    0
+                },
                 controller_port: free_port(),
-                http_port: free_port(),
+                http_port: if binds_port_zero() { 0 } else { free_port() },
                 data_dir: dir.path().join(format!("node-{id}")),
                 voter: id <= voters,
                 proxy: proxied.then(|| (free_port(), free_port())),
@@ -318,6 +377,10 @@ impl Cluster {
             cmd.env(k, v);
         }
         node.child = Some(cmd.spawn().expect("spawning weir-server"));
+        if node.broker_port == 0 || node.http_port == 0 {
+            let (broker, http) = node.bound_ports();
+            (node.broker_port, node.http_port) = (broker, http);
+        }
     }
 
     /// The process id of node `id`, while it runs.
@@ -391,7 +454,7 @@ impl Cluster {
     pub fn wipe(&mut self, id: u64) {
         let node = self.node(id);
         assert!(node.child.is_none(), "stop node {id} before wiping it");
-        let _ = std::fs::remove_dir_all(&node.data_dir);
+        remove_dir(&node.data_dir);
     }
 
     /// Removes a (stopped) node's partition logs but keeps its metadata store: a broker that
@@ -399,7 +462,7 @@ impl Cluster {
     pub fn wipe_logs(&mut self, id: u64) {
         let node = self.node(id);
         assert!(node.child.is_none(), "stop node {id} before wiping it");
-        let _ = std::fs::remove_dir_all(node.data_dir.join("logs"));
+        remove_dir(&node.data_dir.join("logs"));
     }
 
     /// The tail of a node's log, for failure messages.

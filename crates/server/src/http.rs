@@ -41,17 +41,18 @@ async fn health(State(probe): State<Probe>) -> (StatusCode, &'static str) {
     (StatusCode::OK, "ok\n")
 }
 
-/// Binds `addr` and serves until `shutdown` fires.
+/// Binds `addr` and serves until `shutdown` fires; returns the task and the bound address.
 pub async fn serve(
     addr: SocketAddr,
     probe: Probe,
     mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+) -> std::io::Result<(tokio::task::JoinHandle<()>, SocketAddr)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/health", get(health))
         .with_state(probe);
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
@@ -61,5 +62,6 @@ pub async fn serve(
         {
             tracing::error!(error = %e, "HTTP listener failed");
         }
-    }))
+    });
+    Ok((task, bound))
 }

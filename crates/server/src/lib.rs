@@ -55,8 +55,18 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts every role `config` names; returns once all listeners are bound.
-    pub async fn start(config: ServerConfig) -> Result<Self, StartError> {
+    /// Starts every role `config` names; returns once all listeners are bound, and has then
+    /// written their addresses to [`LISTENERS_FILE`] in the data directory.
+    ///
+    /// The broker and HTTP listeners may be given port 0: the node binds a free port, and
+    /// advertises the bound broker port unless `--advertised-listener` says otherwise (the
+    /// file and the log tell which ports were bound). The controller listener's port is part
+    /// of the quorum's configuration (`--controller-quorum`, as Kafka's
+    /// `controller.quorum.voters`), so it is never chosen at start.
+    pub async fn start(mut config: ServerConfig) -> Result<Self, StartError> {
+        let listeners_file = config.data_dir.join(LISTENERS_FILE);
+        // A file left by an earlier run must not be read as this run's.
+        let _ = std::fs::remove_file(&listeners_file);
         tracing::info!(node = config.node_id, roles = ?config.roles, listen = %config.listen, data_dir = %config.data_dir.display(), "starting weir-server");
         let mut meta_config = MetaConfig::new(
             config.node_id,
@@ -74,6 +84,13 @@ impl Node {
         meta_config.source_address = config.source_address;
         let meta = MetaNode::start(meta_config).await?;
         tracing::info!(addr = %meta.local_addr(), "controller listener up");
+
+        // The broker listener is bound before the broker registers, so a port-0 listener
+        // registers the port it got.
+        let broker_listener = match config.roles.broker {
+            true => Some(bind_broker(&mut config).await?),
+            false => None,
+        };
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (lifecycle_stop, lifecycle_stop_rx) = watch::channel(false);
@@ -106,21 +123,39 @@ impl Node {
                 lifecycle_stop_rx,
             )
         });
-        let data_path = match config.roles.broker {
-            true => Some(start_broker(&config, &meta, incarnation, shutdown_rx.clone()).await?),
-            false => None,
+        let broker_addr = broker_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok());
+        let data_path = match broker_listener {
+            Some(listener) => Some(start_broker(
+                &config,
+                listener,
+                &meta,
+                incarnation,
+                shutdown_rx.clone(),
+            )),
+            None => None,
         };
         let probe = http::Probe {
             meta: meta.health(),
             broker: broker.as_ref().map(|(_, status)| status.clone()),
         };
-        let http = http::serve(config.http_listen, probe, shutdown_rx.clone())
+        let (http, http_addr) = http::serve(config.http_listen, probe, shutdown_rx.clone())
             .await
             .map_err(|source| StartError::Bind {
                 what: "HTTP",
                 addr: config.http_listen,
                 source,
             })?;
+        let bound = format!(
+            "broker={}\ncontroller={}\nhttp={http_addr}\n",
+            broker_addr.map_or_else(String::new, |a| a.to_string()),
+            meta.local_addr(),
+        );
+        if let Err(e) = write_atomically(&listeners_file, bound.as_bytes()) {
+            tracing::warn!(file = %listeners_file.display(), error = %e, "could not record the bound listeners");
+        }
+        tracing::info!(broker = ?broker_addr, controller = %meta.local_addr(), http = %http_addr, "listeners bound");
         Ok(Self {
             meta,
             shutdown,
@@ -158,14 +193,52 @@ impl Node {
 /// maximum is 16 MiB - 1): 1 MiB holds a whole default-size batch.
 const MAX_FRAME_SIZE: u32 = 1 << 20;
 
+/// The file in the data directory that names the bound listeners once a node has started, one
+/// `name=host:port` line each (`broker`, empty on a controller-only node; `controller`;
+/// `http`): how a script or test learns the ports a node given port 0 bound.
+pub const LISTENERS_FILE: &str = "listeners";
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a reader sees all of it
+/// or nothing.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Binds the broker listener; with port 0 and no `--advertised-listener`, the advertised
+/// address takes the bound port.
+async fn bind_broker(config: &mut ServerConfig) -> Result<tokio::net::TcpListener, StartError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "broker",
+            addr: config.listen,
+            source,
+        })?;
+    if config.listen.port() == 0 {
+        if let (Ok(bound), Some(host)) = (
+            listener.local_addr(),
+            config.advertised.strip_suffix(":0"),
+        ) {
+            config.advertised = format!("{host}:{}", bound.port());
+        }
+    }
+    Ok(listener)
+}
+
 /// Starts the broker's data path: the replica manager following the metadata, and the broker
 /// listener serving the client and replication APIs.
-async fn start_broker(
+fn start_broker(
     config: &ServerConfig,
+    listener: tokio::net::TcpListener,
     meta: &MetaNode,
     incarnation: u64,
     shutdown: watch::Receiver<bool>,
-) -> Result<(JoinHandle<()>, JoinHandle<()>), StartError> {
+) -> (JoinHandle<()>, JoinHandle<()>) {
     let manager = ReplicaManager::new(
         BrokerConfig {
             broker_id: config.node_id,
@@ -184,14 +257,7 @@ async fn start_broker(
         },
     );
     let service = BrokerService::new(Arc::clone(&manager));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: "broker",
-            addr: config.listen,
-            source,
-        })?;
-    tracing::info!(addr = %config.listen, advertised = %config.advertised, "broker listener up");
+    tracing::info!(addr = ?listener.local_addr(), advertised = %config.advertised, "broker listener up");
     let mut stop = shutdown.clone();
     // HTTP/2 flow-control windows sized for 64 KiB-1 MiB batches with several in flight:
     // at h2's default 64 KiB, each batch would stall on a window update.
@@ -224,5 +290,5 @@ async fn start_broker(
         }
     });
     let manager = tokio::spawn(manager.run(shutdown));
-    Ok((server, manager))
+    (server, manager)
 }

@@ -134,7 +134,11 @@ fn remove_dir(dir: &Path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => panic!("wiping {}: {e}", dir.display()),
     }
-    assert!(!dir.exists(), "{} still exists after the wipe", dir.display());
+    assert!(
+        !dir.exists(),
+        "{} still exists after the wipe",
+        dir.display()
+    );
 }
 
 /// One node's process and addresses.

@@ -123,19 +123,10 @@ impl Node {
                 lifecycle_stop_rx,
             )
         });
-        let broker_addr = broker_listener
-            .as_ref()
-            .and_then(|l| l.local_addr().ok());
-        let data_path = match broker_listener {
-            Some(listener) => Some(start_broker(
-                &config,
-                listener,
-                &meta,
-                incarnation,
-                shutdown_rx.clone(),
-            )),
-            None => None,
-        };
+        let broker_addr = broker_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let data_path = broker_listener.map(|listener| {
+            start_broker(&config, listener, &meta, incarnation, shutdown_rx.clone())
+        });
         let probe = http::Probe {
             meta: meta.health(),
             broker: broker.as_ref().map(|(_, status)| status.clone()),
@@ -220,10 +211,9 @@ async fn bind_broker(config: &mut ServerConfig) -> Result<tokio::net::TcpListene
             source,
         })?;
     if config.listen.port() == 0 {
-        if let (Ok(bound), Some(host)) = (
-            listener.local_addr(),
-            config.advertised.strip_suffix(":0"),
-        ) {
+        if let (Ok(bound), Some(host)) =
+            (listener.local_addr(), config.advertised.strip_suffix(":0"))
+        {
             config.advertised = format!("{host}:{}", bound.port());
         }
     }

@@ -57,20 +57,31 @@ struct Progress {
     log_end: Option<i64>,
     /// Last time it had everything the leader had (at the previous answer).
     caught_up_at: Instant,
-    /// The leader's LEO when it last answered this follower, and when.
+    /// The leader's LEO when it last answered this follower: a follower whose next fetch
+    /// asks for at least this had everything the leader had then (Kafka's
+    /// `lastFetchLeaderLogEndOffset`), which is what moves `caught_up_at`.
     answered_leo: i64,
+    /// When that answer was sent.
     answered_at: Instant,
 }
 
+/// What a replica knows while it leads: the partition's assignment and ISR as the controller
+/// last told it, and each follower's progress, from which it moves the high watermark and asks
+/// for ISR changes.
 #[derive(Debug)]
 struct Leading {
+    /// The leader epoch it leads in; requests in another epoch are fenced.
     epoch: i32,
+    /// The partition epoch of the state it leads from (Kafka's partition epoch): an ISR change
+    /// it sends names it, and the controller refuses a change computed from an older one.
     partition_epoch: i32,
+    /// Every replica of the partition, preferred leader first (this broker among them).
     replicas: Vec<NodeId>,
     /// The committed ISR, as the controller last told this leader.
     isr: Vec<NodeId>,
     /// The log end offset when this replica became leader: the first offset of its epoch.
     epoch_start: i64,
+    /// Each follower's progress (every replica but this one), reset when the epoch changes.
     followers: HashMap<NodeId, Progress>,
     /// The ISR an AlterPartition on its way to the controller asks for; while it is in flight
     /// no other change is sent, and the HW counts its members too (the maximal ISR).
@@ -89,16 +100,31 @@ impl Leading {
     }
 }
 
+/// Whether this replica leads or follows, and in which epoch: what every produce, fetch and
+/// replica-fetch checks first.
 #[derive(Debug)]
 enum Role {
+    /// Leading, with what leading needs.
     Leader(Leading),
-    Follower { leader: Option<NodeId>, epoch: i32 },
+    /// Following `leader` (`None`: the partition has no leader now) in leader epoch `epoch`.
+    Follower {
+        /// The leader it fetches from.
+        leader: Option<NodeId>,
+        /// The leader epoch it follows in.
+        epoch: i32,
+    },
 }
 
+/// The replica's replication state, under one mutex (lock order: role, state, log).
 #[derive(Debug)]
 struct State {
+    /// Leading or following.
     role: Role,
+    /// Records below it are committed: on the leader, the least log end offset over the
+    /// (maximal) ISR; on a follower, the last high watermark the leader sent, never more than
+    /// its own log end.
     high_watermark: i64,
+    /// The topic's `min.insync.replicas`: acks=all needs at least this many in the ISR.
     min_insync: usize,
 }
 
@@ -123,13 +149,18 @@ pub struct Partition {
     pub index: u32,
     /// Id of the topic incarnation this log belongs to.
     pub topic_id: String,
+    /// This broker's id: the replica's own entry in the replica and ISR lists.
     broker_id: NodeId,
+    /// The partition log; appends take it for writing, reads for reading.
     log: RwLock<PartitionLog>,
     /// Held for reading across a leader append (role check to write), for writing by a role
     /// change: a replica never appends as leader once it has become a follower or moved to
     /// another epoch (Kafka's leaderIsrUpdateLock). Lock order: role, state, log.
     role: RwLock<()>,
+    /// Role, high watermark and `min.insync.replicas`.
     state: Mutex<State>,
+    /// The latest [`View`], published on every change: acks=all waiters, fetch streams and
+    /// replica sessions wait on it instead of polling.
     view: watch::Sender<View>,
     /// The HW last written to [`HIGH_WATERMARK_FILE`], and when.
     checkpointed_hw: Mutex<(i64, Instant)>,

@@ -105,42 +105,52 @@ pub struct Roles {
     pub controller: bool,
 }
 
-/// Validated configuration.
+/// Validated configuration: what [`Args::validate`] made of the flags, every value checked and
+/// every default filled in, so nothing after start-up parses or second-guesses it.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Node id.
+    /// This node's id (`--node-id`): its broker id and its controller id, unique in the
+    /// cluster and never reused by another machine (a voter's id is in the quorum).
     pub node_id: u64,
-    /// Roles.
+    /// Which roles this process runs (`--roles`): broker, controller or both.
     pub roles: Roles,
-    /// Broker listener.
+    /// Where the broker listener binds (clients and replication). Port 0 binds a free port,
+    /// named in the data directory's listeners file.
     pub listen: SocketAddr,
-    /// Controller listener.
+    /// Where the controller listener binds (Raft and controller RPCs).
     pub controller_listen: SocketAddr,
-    /// HTTP listener.
+    /// Where the HTTP listener binds (`/health`). Port 0 as for [`ServerConfig::listen`].
     pub http_listen: SocketAddr,
-    /// Advertised broker address.
+    /// host:port clients and other brokers are told to dial for this broker: the registered
+    /// address in every Metadata answer. Default: the broker listener, 0.0.0.0 read as
+    /// 127.0.0.1 (and a port-0 listener's bound port).
     pub advertised: String,
-    /// Advertised controller address.
+    /// host:port other controllers dial for this node's controller listener: its quorum entry
+    /// when it is a voter.
     pub advertised_controller: String,
-    /// Voters.
+    /// The quorum's voters, `(id, controller host:port)`, from `--controller-quorum`: the same
+    /// list on every node.
     pub quorum: Vec<(u64, String)>,
-    /// Data directory.
+    /// Where this node keeps its metadata store, partition logs and listeners file.
     pub data_dir: PathBuf,
-    /// Rack.
+    /// The broker's rack, for rack-aware replica placement; `None` when not given.
     pub rack: Option<String>,
-    /// Heartbeat period.
+    /// How often the broker heartbeats to the controller (`--broker-heartbeat-ms`).
     pub heartbeat: Duration,
-    /// Session timeout.
+    /// A broker silent this long is fenced (`--broker-session-timeout-ms`; more than the
+    /// heartbeat period).
     pub session_timeout: Duration,
-    /// Metadata snapshot interval in entries.
+    /// The metadata log is snapshotted every this many entries.
     pub snapshot_entries: u64,
-    /// replica.lag.time.max.ms.
+    /// `replica.lag.time.max.ms`: a follower that has not caught up for this long leaves the
+    /// ISR.
     pub replica_lag_time_max: Duration,
-    /// Segment preallocation window (bytes; 0: off).
+    /// Disk blocks reserved ahead of each active segment (bytes; 0: off).
     pub log_preallocate_bytes: u64,
-    /// Source address of outgoing connections.
+    /// Local address of the node's own outgoing connections (`--source-address`); `None`: the
+    /// kernel's choice.
     pub source_address: Option<std::net::IpAddr>,
-    /// file.delete.delay.ms.
+    /// `file.delete.delay.ms`: how long a removed replica's log is kept before it is deleted.
     pub file_delete_delay: Duration,
 }
 

@@ -148,17 +148,6 @@ pub enum BrokerState {
     Unknown,
 }
 
-impl From<weir_proto::common::v1::BrokerState> for BrokerState {
-    fn from(state: weir_proto::common::v1::BrokerState) -> Self {
-        use weir_proto::common::v1::BrokerState as Wire;
-        match state {
-            Wire::Active => BrokerState::Active,
-            Wire::Fenced => BrokerState::Fenced,
-            Wire::Unspecified => BrokerState::Unknown,
-        }
-    }
-}
-
 impl std::fmt::Display for BrokerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -290,7 +279,7 @@ impl Admin {
                 "CreateTopic answered no topic",
             )
         })?;
-        Ok(describe(topic))
+        Ok(topic.into())
     }
 
     /// Deletes a topic.
@@ -345,7 +334,7 @@ impl Admin {
                     format!("unknown topic `{name}`"),
                 )
             })?;
-        let mut description = describe(topic);
+        let mut description: TopicDescription = topic.into();
         self.fill_offsets(&mut description).await;
         Ok(description)
     }
@@ -431,52 +420,13 @@ impl Admin {
                 |a| a.error.clone(),
             )
             .await?;
-        let member = |m: cpb::QuorumMember| QuorumMember {
-            id: m.id,
-            address: m.address,
-            match_index: m.match_index,
-            lag: m.lag,
-        };
         Ok(ClusterDescription {
             controller_leader: (r.controller_leader != 0).then_some(r.controller_leader),
-            brokers: r
-                .brokers
-                .into_iter()
-                .map(|b| BrokerDescription {
-                    state: b.state().into(),
-                    id: b.id,
-                    address: b.address,
-                    rack: (!b.rack.is_empty()).then_some(b.rack),
-                })
-                .collect(),
-            voters: r.voters.into_iter().map(member).collect(),
-            learners: r.learners.into_iter().map(member).collect(),
+            brokers: r.brokers.into_iter().map(Into::into).collect(),
+            voters: r.voters.into_iter().map(Into::into).collect(),
+            learners: r.learners.into_iter().map(Into::into).collect(),
             metadata_version: r.metadata_version,
             term: r.term,
         })
-    }
-}
-
-fn describe(t: cpb::TopicDescription) -> TopicDescription {
-    let mut partitions: Vec<PartitionDescription> = t
-        .partitions
-        .into_iter()
-        .map(|p| PartitionDescription {
-            partition: p.partition,
-            leader: u64::try_from(p.leader).ok(),
-            leader_epoch: p.leader_epoch,
-            replicas: p.replicas,
-            isr: p.isr,
-            log_start_offset: -1,
-            high_watermark: -1,
-            log_end_offset: -1,
-        })
-        .collect();
-    partitions.sort_by_key(|p| p.partition);
-    TopicDescription {
-        name: t.name,
-        id: t.id,
-        configs: t.configs.into_iter().collect(),
-        partitions,
     }
 }

@@ -36,6 +36,7 @@ pub mod error;
 mod metadata;
 pub mod partitioner;
 pub mod producer;
+mod wire;
 
 pub use admin::{
     Admin, BrokerDescription, BrokerState, ClusterDescription, PartitionDescription, QuorumMember,

@@ -201,15 +201,7 @@ impl Cluster {
             }
             let mut partitions = t.partitions;
             partitions.sort_by_key(|p| p.partition);
-            let partitions = partitions
-                .into_iter()
-                .map(|p| PartitionInfo {
-                    leader: u64::try_from(p.leader).ok(),
-                    leader_epoch: p.leader_epoch,
-                    replicas: p.replicas,
-                    isr: p.isr,
-                })
-                .collect();
+            let partitions = partitions.into_iter().map(Into::into).collect();
             snap.topics.insert(
                 t.name,
                 TopicInfo {

@@ -22,22 +22,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn wait_active_brokers(cluster: &mut Cluster, via: u64, n: usize) {
-    wait_for("active brokers", Duration::from_secs(30), || {
-        let view = cluster.describe_cluster_via(via);
-        async move {
-            let r = view.await?;
-            (r.brokers
-                .iter()
-                .filter(|b| b.state() == weir_proto::common::v1::BrokerState::Active)
-                .count()
-                >= n)
-                .then_some(())
-        }
-    })
-    .await;
-}
-
 #[tokio::test]
 #[ignore = "benchmark: run with scripts/bench-quorum.sh"]
 async fn bench_controller_failover() {
@@ -90,7 +74,9 @@ async fn bench_broker_failure_to_new_partition_leaders() {
     let mut trials = Vec::new();
     for trial in 0..5 {
         let controller = cluster.wait_leader(Duration::from_secs(30)).await;
-        wait_active_brokers(&mut cluster, controller, 3).await;
+        cluster
+            .wait_active_brokers(controller, 3, Duration::from_secs(30))
+            .await;
         let name = format!("brokerfail-{trial}");
         let topic = cluster
             .create_topic(controller, &name, 6, 3)
@@ -136,7 +122,9 @@ async fn bench_thousand_topics_and_cluster_restart() {
     let mut cluster = Cluster::start(3, 0, &[]);
     cluster.wait_healthy(Duration::from_secs(30)).await;
     let controller = cluster.wait_leader(Duration::from_secs(30)).await;
-    wait_active_brokers(&mut cluster, controller, 3).await;
+    cluster
+        .wait_active_brokers(controller, 3, Duration::from_secs(30))
+        .await;
 
     let started = Instant::now();
     let clients: Vec<_> = (1..=3).map(|id| cluster.client(id)).collect();

@@ -268,6 +268,23 @@ impl Partition {
         *self.view.borrow()
     }
 
+    /// Whether a fetch (a consumer's or a follower's) at `offset` can be served under `view`:
+    /// this replica leads, and the offset is inside its log. Else NOT_LEADER_OR_FOLLOWER (no
+    /// leader address: the caller knows more) or OFFSET_OUT_OF_RANGE; either ends the stream.
+    pub fn check_fetch(&self, view: &View, offset: i64) -> Result<(), BrokerError> {
+        if !view.leading {
+            return Err(BrokerError::not_leader(&self.topic, self.index, None));
+        }
+        if offset < view.log_start || offset > view.log_end {
+            return Err(BrokerError::OffsetOutOfRange {
+                offset,
+                log_start: view.log_start,
+                log_end: view.log_end,
+            });
+        }
+        Ok(())
+    }
+
     /// Watches the view.
     pub fn subscribe(&self) -> watch::Receiver<View> {
         self.view.subscribe()

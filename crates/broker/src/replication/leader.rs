@@ -87,17 +87,7 @@ async fn replica_session(
             + Duration::from_millis(u64::from(request.max_wait_ms.clamp(1, 5000)));
         loop {
             let view = *views.borrow_and_update();
-            if !view.leading {
-                let e = BrokerError::not_leader(&part.topic, part.index, None);
-                let _ = tx.send(Ok(replica_error(&e, view.log_start))).await;
-                return;
-            }
-            if offset < view.log_start || offset > view.log_end {
-                let e = BrokerError::OffsetOutOfRange {
-                    offset,
-                    log_start: view.log_start,
-                    log_end: view.log_end,
-                };
+            if let Err(e) = part.check_fetch(&view, offset) {
                 let _ = tx.send(Ok(replica_error(&e, view.log_start))).await;
                 return;
             }

@@ -93,17 +93,7 @@ async fn fetch_loop(
         // Wait for committed data past `offset` (and min_bytes of it), up to max_wait.
         let (bytes, held) = loop {
             let view = *views.borrow_and_update();
-            if !view.leading {
-                let e = BrokerError::not_leader(&part.topic, part.index, None);
-                let _ = tx.send((Ok(e.answer()), None)).await;
-                return;
-            }
-            if offset < view.log_start || offset > view.log_end {
-                let e = BrokerError::OffsetOutOfRange {
-                    offset,
-                    log_start: view.log_start,
-                    log_end: view.log_end,
-                };
+            if let Err(e) = part.check_fetch(&view, offset) {
                 let _ = tx.send((Ok(e.answer()), None)).await;
                 return;
             }

@@ -76,6 +76,36 @@ async fn setup_on(
 }
 
 /// The node that leads `partition` now (as some broker sees it).
+/// What every scenario starts with: the suite's serial guard (one cluster at a time), its
+/// name, its seed (printed; `WEIR_FAULT_SEED` replays it) and the random choices it drives.
+struct Scenario {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    name: &'static str,
+    seed: u64,
+    rng: StdRng,
+}
+
+impl Scenario {
+    fn new(name: &'static str) -> Self {
+        let _serial = serial();
+        let seed = workload::seed(name);
+        Scenario {
+            _serial,
+            name,
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+}
+
+/// Waits until every partition has its full ISR, then picks a partition at random: it and its
+/// leader.
+async fn full_isr_then_pick(cluster: &mut Cluster, rng: &mut StdRng) -> (u32, u64) {
+    wait_full_isr(cluster).await;
+    let p = rng.gen_range(0..PARTITIONS);
+    (p, leader_of(cluster, p).await)
+}
+
 async fn leader_of(cluster: &mut Cluster, partition: u32) -> u64 {
     let ids: Vec<u64> = cluster.nodes.iter().map(|n| n.id).collect();
     leader_seen_by(cluster, &ids, partition, |_| true).await
@@ -199,15 +229,15 @@ fn pause_ms(rng: &mut StdRng, from: u64, to: u64) -> Duration {
 /// kill -9 the leader of a random partition, restart it after a random pause, again and again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_writes_survive_repeated_leader_kills() {
-    let _serial = serial();
-    let name = "leader-kill-loop";
-    let seed = workload::seed(name);
-    let mut rng = StdRng::seed_from_u64(seed);
+    let Scenario {
+        _serial,
+        name,
+        seed,
+        mut rng,
+    } = Scenario::new("leader-kill-loop");
     let (mut cluster, w) = setup(3, &[], &[], seed).await;
     for round in 0..workload::rounds(3) {
-        wait_full_isr(&mut cluster).await;
-        let p = rng.gen_range(0..PARTITIONS);
-        let leader = leader_of(&mut cluster, p).await;
+        let (p, leader) = full_isr_then_pick(&mut cluster, &mut rng).await;
         let why = format!("leader of {p}");
         let pause = pause_ms(&mut rng, 200, 2000);
         kill_then_restart(&mut cluster, &w, (leader, &why), round, pause).await;
@@ -221,15 +251,15 @@ async fn acked_writes_survive_repeated_leader_kills() {
 /// whatever C does not have.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_writes_survive_back_to_back_failovers_that_elect_a_lagging_replica() {
-    let _serial = serial();
-    let name = "lagging-replica-elected";
-    let seed = workload::seed(name);
-    let mut rng = StdRng::seed_from_u64(seed);
+    let Scenario {
+        _serial,
+        name,
+        seed,
+        mut rng,
+    } = Scenario::new("lagging-replica-elected");
     let (mut cluster, w) = setup(3, &[], &[], seed).await;
     for round in 0..workload::rounds(2) {
-        wait_full_isr(&mut cluster).await;
-        let p = rng.gen_range(0..PARTITIONS);
-        let a = leader_of(&mut cluster, p).await;
+        let (p, a) = full_isr_then_pick(&mut cluster, &mut rng).await;
         let c = (1..=3)
             .filter(|id| *id != a)
             .nth(rng.gen_range(0..2))
@@ -257,15 +287,15 @@ async fn acked_writes_survive_back_to_back_failovers_that_elect_a_lagging_replic
 /// not acknowledge anything in its old epoch (its followers have moved on).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_paused_past_its_session_acks_nothing_in_its_old_epoch() {
-    let _serial = serial();
-    let name = "leader-paused";
-    let seed = workload::seed(name);
-    let mut rng = StdRng::seed_from_u64(seed);
+    let Scenario {
+        _serial,
+        name,
+        seed,
+        mut rng,
+    } = Scenario::new("leader-paused");
     let (mut cluster, w) = setup(3, &[], &[], seed).await;
     for round in 0..workload::rounds(2) {
-        wait_full_isr(&mut cluster).await;
-        let p = rng.gen_range(0..PARTITIONS);
-        let leader = leader_of(&mut cluster, p).await;
+        let (p, leader) = full_isr_then_pick(&mut cluster, &mut rng).await;
         cluster.pause(leader, true);
         w.fault(format!(
             "round {round}: SIGSTOP node {leader} (leader of {p})"
@@ -283,16 +313,16 @@ async fn a_leader_paused_past_its_session_acks_nothing_in_its_old_epoch() {
 /// partition logs wiped before the restart (issue 14 items 3 and 7).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_restarts_with_and_without_a_wiped_log_keep_acked_writes() {
-    let _serial = serial();
-    let name = "fast-restart";
-    let seed = workload::seed(name);
-    let mut rng = StdRng::seed_from_u64(seed);
+    let Scenario {
+        _serial,
+        name,
+        seed,
+        mut rng,
+    } = Scenario::new("fast-restart");
     let (mut cluster, w) = setup(3, &[], &[], seed).await;
     for round in 0..workload::rounds(2) {
         for wipe in [false, true] {
-            wait_full_isr(&mut cluster).await;
-            let p = rng.gen_range(0..PARTITIONS);
-            let leader = leader_of(&mut cluster, p).await;
+            let (p, leader) = full_isr_then_pick(&mut cluster, &mut rng).await;
             cluster.kill(leader);
             if wipe {
                 cluster.wipe_logs(leader);
@@ -380,15 +410,15 @@ fn cut_or_blackhole(rng: &mut StdRng) -> Fault {
 /// leader goes on with the rest of the ISR and the follower catches up and rejoins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_isolated_then_healed_keeps_acked_writes() {
-    let _serial = serial();
-    let name = "follower-isolated";
-    let seed = workload::seed(name);
-    let mut rng = StdRng::seed_from_u64(seed);
+    let Scenario {
+        _serial,
+        name,
+        seed,
+        mut rng,
+    } = Scenario::new("follower-isolated");
     let (mut cluster, w) = setup_proxied(3, seed).await;
     for round in 0..workload::rounds(3) {
-        wait_full_isr(&mut cluster).await;
-        let p = rng.gen_range(0..PARTITIONS);
-        let leader = leader_of(&mut cluster, p).await;
+        let (p, leader) = full_isr_then_pick(&mut cluster, &mut rng).await;
         let follower = (1..=3)
             .filter(|id| *id != leader)
             .nth(rng.gen_range(0..2))
@@ -419,10 +449,12 @@ async fn a_follower_isolated_then_healed_keeps_acked_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_leader_isolated_fences_only_itself_and_loses_nothing() {
     const REJOIN: Duration = Duration::from_secs(15);
-    let _serial = serial();
-    let name = "controller-isolated";
-    let seed = workload::seed(name);
-    let mut rng = StdRng::seed_from_u64(seed);
+    let Scenario {
+        _serial,
+        name,
+        seed,
+        mut rng,
+    } = Scenario::new("controller-isolated");
     let (mut cluster, w) = setup_proxied(3, seed).await;
     for round in 0..workload::rounds(2) {
         wait_full_isr(&mut cluster).await;
@@ -499,15 +531,15 @@ async fn the_controller_leader_isolated_fences_only_itself_and_loses_nothing() {
 /// and the replicas must agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_leader_then_a_killed_successor_loses_nothing_acked() {
-    let _serial = serial();
-    let name = "cut-then-kill";
-    let seed = workload::seed(name);
-    let mut rng = StdRng::seed_from_u64(seed);
+    let Scenario {
+        _serial,
+        name,
+        seed,
+        mut rng,
+    } = Scenario::new("cut-then-kill");
     let (mut cluster, w) = setup_proxied(3, seed).await;
     for round in 0..workload::rounds(2) {
-        wait_full_isr(&mut cluster).await;
-        let p = rng.gen_range(0..PARTITIONS);
-        let a = leader_of(&mut cluster, p).await;
+        let (p, a) = full_isr_then_pick(&mut cluster, &mut rng).await;
         let fault = cut_or_blackhole(&mut rng);
         cluster.net().isolate(a, fault);
         w.fault(format!(
@@ -537,15 +569,15 @@ async fn a_cut_off_leader_then_a_killed_successor_loses_nothing_acked() {
 /// the new epoch's start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isr_changes_racing_a_failover_keep_acked_writes() {
-    let _serial = serial();
-    let name = "isr-race";
-    let seed = workload::seed(name);
-    let mut rng = StdRng::seed_from_u64(seed);
+    let Scenario {
+        _serial,
+        name,
+        seed,
+        mut rng,
+    } = Scenario::new("isr-race");
     let (mut cluster, w) = setup(3, &[("WEIR_REPLICA_LAG_TIME_MAX_MS", "1000")], &[], seed).await;
     for round in 0..workload::rounds(3) {
-        wait_full_isr(&mut cluster).await;
-        let p = rng.gen_range(0..PARTITIONS);
-        let leader = leader_of(&mut cluster, p).await;
+        let (p, leader) = full_isr_then_pick(&mut cluster, &mut rng).await;
         let follower = (1..=3)
             .filter(|id| *id != leader)
             .nth(rng.gen_range(0..2))

@@ -245,6 +245,71 @@ async fn broker_registrations_with_oversized_or_malformed_fields_are_refused() {
     );
 }
 
+/// Issue 15: brokers were never removed, so registrations of made-up ids stayed in every
+/// Metadata answer for good. An operator removes a fenced (gone) broker with UnregisterBroker
+/// (Kafka's): it leaves DescribeCluster and Metadata answers. An active broker, or an unknown
+/// id, is refused with INVALID_REQUEST and nothing changes.
+#[tokio::test]
+async fn an_operator_unregisters_a_gone_broker_and_never_an_active_one() {
+    use weir_proto::common::v1::{BrokerState, ErrorCode};
+    let _serial = serial();
+    let (mut cluster, leader) = Cluster::start_ready(1, &[]).await;
+    // A broker that registered once and never heartbeats: fenced from the start.
+    let r = cluster
+        .client(leader)
+        .register_broker(pb::RegisterBrokerRequest {
+            broker_id: 77,
+            address: "127.0.0.1:1".into(),
+            rack: String::new(),
+            incarnation: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_code(&r.error, ErrorCode::None, "registering broker 77");
+    let states = |view: &pb::DescribeClusterResponse| {
+        view.brokers
+            .iter()
+            .map(|b| (b.id, b.state()))
+            .collect::<Vec<_>>()
+    };
+    let view = cluster.describe_cluster_via(leader).await.unwrap();
+    assert_eq!(
+        states(&view),
+        vec![(1, BrokerState::Active), (77, BrokerState::Fenced)]
+    );
+
+    let admin = weir_client::Admin::connect(weir_client::ClientConfig::new(cluster.broker_addrs()))
+        .await
+        .unwrap();
+    for (id, why) in [(1, "an active broker"), (78, "an unknown broker")] {
+        let err = admin.unregister_broker(id).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(ErrorCode::InvalidRequest),
+            "unregistering {why}: {err}"
+        );
+    }
+    admin.unregister_broker(77).await.unwrap();
+
+    let view = cluster.describe_cluster_via(leader).await.unwrap();
+    assert_eq!(states(&view), vec![(1, BrokerState::Active)]);
+    // The broker's own copy of the metadata follows.
+    wait_for("broker 77 gone from Metadata answers", STARTUP, || {
+        let mut client = cluster.broker_client(1);
+        async move {
+            let r = client
+                .metadata(weir_proto::broker::v1::MetadataRequest { topics: vec![] })
+                .await
+                .ok()?
+                .into_inner();
+            (r.brokers.iter().map(|b| b.id).collect::<Vec<_>>() == vec![1]).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(cluster.running(), vec![1], "the node died");
+}
+
 /// Waits until this single-node cluster's broker leads partition 0 of `topic` (a topic just
 /// created is led a moment later).
 async fn wait_led(cluster: &mut Cluster, topic: &str) {

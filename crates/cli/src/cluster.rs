@@ -24,12 +24,28 @@ Examples:
 JSON keys: controller_leader, term, metadata_version, brokers[].{id,address,rack,state},
 quorum.{voters,learners}[].{id,address,match_index,lag}")]
     Describe,
+    /// Removes a broker that is gone for good from the cluster's broker list (Kafka's
+    /// UnregisterBroker). Only a fenced broker can be removed; a live one registers again at
+    /// its next heartbeat. Partitions that list it as a replica keep it.
+    #[command(after_help = "\
+Examples:
+  weir cluster unregister-broker 4")]
+    UnregisterBroker {
+        /// The broker's id.
+        id: u64,
+    },
 }
 
 /// Runs a `weir cluster` subcommand.
 pub async fn run(cmd: ClusterCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     match cmd {
         ClusterCommand::Describe => describe(ctx).await,
+        ClusterCommand::UnregisterBroker { id } => {
+            let admin = Admin::connect(ctx.client.clone()).await?;
+            admin.unregister_broker(id).await?;
+            print_text(&format!("Unregistered broker {id}.\n"))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

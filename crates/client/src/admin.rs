@@ -299,6 +299,19 @@ impl Admin {
         Ok(())
     }
 
+    /// Removes the registration of broker `id`, which must be fenced (gone): it leaves the
+    /// broker list of every Metadata answer. INVALID_REQUEST for an unknown or active broker.
+    pub async fn unregister_broker(&self, id: u64) -> Result<()> {
+        let req = cpb::UnregisterBrokerRequest { broker_id: id };
+        self.request(
+            "UnregisterBroker",
+            |mut c| async move { c.unregister_broker(req).await },
+            |a| a.error.clone(),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// The names of all topics, sorted.
     pub async fn list_topics(&self) -> Result<Vec<String>> {
         let answer = self.describe_topics(vec![]).await?;

@@ -95,6 +95,13 @@ pub enum Command {
         /// Keys to remove (back to the default).
         delete: Vec<String>,
     },
+    /// Removes the registration of a fenced broker (an operator's UnregisterBroker): it leaves
+    /// the broker list. Partitions keep it in their replica lists; it is in no ISR it was not
+    /// the last member of (fencing saw to that). Refused for an active broker.
+    UnregisterBroker {
+        /// Broker id.
+        id: NodeId,
+    },
 }
 
 /// Why a request or command was refused. Each maps to one wire error code.

@@ -300,6 +300,16 @@ impl MetadataState {
                     .extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
                 Ok(())
             }
+            Command::UnregisterBroker { id } => {
+                let broker = self.brokers.get(id).ok_or(MetaError::UnknownBroker(*id))?;
+                if !broker.fenced {
+                    return Err(MetaError::InvalidRequest(format!(
+                        "broker {id} is active; only a fenced broker can be unregistered"
+                    )));
+                }
+                self.brokers.remove(id);
+                Ok(())
+            }
         }
     }
 
@@ -535,6 +545,30 @@ mod tests {
                 assert_eq!(p.leader_epoch, before[i].leader_epoch);
             }
         }
+    }
+
+    #[test]
+    fn only_a_fenced_broker_is_unregistered_and_it_leaves_only_the_broker_list() {
+        let mut s = cluster(&[(1, None), (2, None), (3, None)]);
+        create(&mut s, "t", 3, 3);
+        let before = s.clone();
+        let refused = s.apply(s.version + 1, &Command::UnregisterBroker { id: 2 });
+        assert!(
+            matches!(refused, Err(MetaError::InvalidRequest(_))),
+            "{refused:?}"
+        );
+        assert_eq!(
+            s.apply(s.version + 1, &Command::UnregisterBroker { id: 9 }),
+            Err(MetaError::UnknownBroker(9))
+        );
+        assert_eq!(s.brokers, before.brokers);
+        s.apply(s.version + 1, &Command::FenceBroker { id: 2 })
+            .unwrap();
+        let fenced = s.topics.clone();
+        s.apply(s.version + 1, &Command::UnregisterBroker { id: 2 })
+            .unwrap();
+        assert_eq!(s.brokers.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(s.topics, fenced, "partitions keep it as a replica");
     }
 
     #[test]

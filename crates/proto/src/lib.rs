@@ -144,6 +144,7 @@ with_error!(
     controller::v1::AlterTopicConfigResponse,
     controller::v1::DescribeClusterResponse,
     controller::v1::DescribeTopicsResponse,
+    controller::v1::UnregisterBrokerResponse,
     broker::v1::MetadataResponse,
     broker::v1::FetchResponse,
     broker::v1::PartitionOffsetsResponse,

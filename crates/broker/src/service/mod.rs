@@ -233,6 +233,16 @@ impl pb::broker_server::Broker for BrokerService {
         .await
     }
 
+    async fn unregister_broker(
+        &self,
+        req: Request<cpb::UnregisterBrokerRequest>,
+    ) -> Result<Response<cpb::UnregisterBrokerResponse>, Status> {
+        self.to_controller(req.into_inner(), |mut c, r| async move {
+            c.unregister_broker(r).await
+        })
+        .await
+    }
+
     async fn describe_topics(
         &self,
         req: Request<cpb::DescribeTopicsRequest>,

@@ -1,6 +1,8 @@
 //! What brokers ask of the controller: registration (bounded: every Metadata answer carries
 //! every broker) and controlled shutdown. (ISR changes are one write, in the service.)
 
+use weir_common::sync::MutexExt;
+
 use super::Controller;
 use crate::command::{Command, MetaError};
 use crate::types::NodeId;
@@ -10,9 +12,9 @@ use crate::types::NodeId;
 /// limit, for good).
 pub const MAX_REGISTRATION_FIELD: usize = 255;
 
-/// Most brokers the cluster registers; a registration of a new id past it is refused (brokers
-/// are never removed yet, so registrations of made-up ids must not grow every Metadata answer
-/// without end).
+/// Most brokers the cluster registers; a registration of a new id past it is refused, so
+/// registrations of made-up ids cannot grow every Metadata answer without end (an operator
+/// removes a gone broker with UnregisterBroker).
 pub const MAX_BROKERS: usize = 1000;
 
 /// Whether `address` is a `host:port` and `rack` a name, both within
@@ -93,6 +95,18 @@ impl Controller {
         }
         tracing::info!(broker = id, "controlled shutdown: fencing the broker");
         self.write(Command::FenceBroker { id }).await.map(|_| ())
+    }
+
+    /// Removes the registration of broker `id`, which must be fenced (gone, or not yet caught
+    /// up); a live one registers again at its next heartbeat.
+    pub(super) async fn unregister_broker(&self, id: NodeId) -> Result<(), MetaError> {
+        tracing::warn!(
+            broker = id,
+            "unregistering the broker at an operator's request"
+        );
+        self.write(Command::UnregisterBroker { id }).await?;
+        self.liveness.locked().forget(id);
+        Ok(())
     }
 }
 

@@ -22,6 +22,13 @@ pub(super) struct Liveness {
     last_seen: HashMap<NodeId, Instant>,
 }
 
+impl Liveness {
+    /// Drops what is known of an unregistered broker's session.
+    pub(super) fn forget(&mut self, broker: NodeId) {
+        self.last_seen.remove(&broker);
+    }
+}
+
 /// What a heartbeat learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Beat {

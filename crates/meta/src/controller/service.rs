@@ -202,6 +202,18 @@ impl pb::controller_server::Controller for ControllerService {
         answer(result.map(|state| self.inner.describe_cluster(&state)))
     }
 
+    async fn unregister_broker(
+        &self,
+        req: Request<pb::UnregisterBrokerRequest>,
+    ) -> Result<Response<pb::UnregisterBrokerResponse>, Status> {
+        route!(self, req, unregister_broker);
+        let result = self
+            .inner
+            .unregister_broker(req.into_inner().broker_id)
+            .await;
+        answer(result.map(|()| pb::UnregisterBrokerResponse { error: None }))
+    }
+
     async fn describe_topics(
         &self,
         req: Request<pb::DescribeTopicsRequest>,

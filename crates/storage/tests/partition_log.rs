@@ -327,7 +327,11 @@ fn retention_by_time_deletes_old_sealed_segments_only() {
     // Even if everything is expired, the active segment stays.
     log.enforce_retention(i64::MAX / 2).unwrap();
     assert_eq!(log.segment_count(), 1);
-    assert!(log.log_end_offset() >= first_new);
+    assert_eq!(
+        log.log_end_offset(),
+        first_new + 80,
+        "retention never moves the log end"
+    );
 }
 
 #[test]
@@ -551,6 +555,20 @@ fn allocated(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).unwrap().blocks() * 512
 }
 
+/// Whether a reservation was made: `true` when it ran, `false` only when the file system says
+/// it cannot reserve blocks (EOPNOTSUPP: the block assertions are then skipped, with a note);
+/// any other error fails the test, since it means the reservation itself is broken.
+fn reserved(result: std::io::Result<()>) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error()) => {
+            eprintln!("this file system cannot reserve blocks ({e}): block counts not checked");
+            false
+        }
+        Err(e) => panic!("reserving blocks failed: {e}"),
+    }
+}
+
 #[test]
 fn preallocation_reserves_blocks_without_changing_what_readers_or_recovery_see() {
     let dir = tempfile::tempdir().unwrap();
@@ -569,7 +587,7 @@ fn preallocation_reserves_blocks_without_changing_what_readers_or_recovery_see()
         .expect("a segment with data reserves room ahead");
     assert_eq!(reservation.from, size);
     assert_eq!(reservation.len, 1 << 20, "1 MiB window at first");
-    let supported = reservation.run().is_ok();
+    let supported = reserved(reservation.run());
     assert_eq!(std::fs::metadata(&segment).unwrap().len(), size);
     if supported {
         assert!(
@@ -613,7 +631,7 @@ fn a_segment_sealed_early_gives_back_its_reservation() {
     log.append_as_leader(batch("a", 1, 0), 0).unwrap();
     let reservation = log.take_preallocation().unwrap().unwrap();
     let reserved_to = reservation.from + reservation.len;
-    let supported = reservation.run().is_ok();
+    let supported = reserved(reservation.run());
     append_until_rolled_by_age(&mut log);
     let size = std::fs::metadata(&segment).unwrap().len();
     let trimmed = log.trim_sealed().unwrap();

@@ -887,7 +887,6 @@ async fn a_node_survives_random_and_mutated_requests_on_every_listener() {
                     min_bytes: rng.gen(),
                     max_wait_ms: rng.gen_range(0..50),
                     decode: rng.gen(),
-                    ..Default::default()
                 };
                 if let Ok(r) = client.fetch(req).await {
                     let mut stream = r.into_inner();

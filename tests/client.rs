@@ -1,7 +1,8 @@
 //! The Rust client (`weir-client`) against real `weir-server` processes: admin round trips,
 //! keyed and keyless produce/consume, seeking by Latest and Timestamp, bootstrap fallback,
 //! typed server errors, producer back-pressure, and a producer delivering through a leader
-//! kill on an RF 3 cluster with every acknowledged record readable afterwards.
+//! kill on an RF 3 cluster: every delivery result checked, and the log read back holding each
+//! acknowledged record at its offset, in send order, with only retried batches repeated.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 // The serial() guard is held across awaits on purpose: it keeps cluster tests one at a time.
 #![allow(clippy::await_holding_lock)]
@@ -9,17 +10,22 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weir_common::now_ms;
+use weir_common::sync::MutexExt;
 
 use common::{free_port, serial, wait_for, Cluster, STARTUP};
 use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
 use weir_client::{
-    partition_for_key, Acks, Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, Error,
-    ErrorCode, Offset, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    partition_for_key, Acks, Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord,
+    DeliveryFuture, Error, ErrorCode, Offset, Producer, ProducerConfig, ProducerRecord,
+    RecordMetadata,
 };
+use weir_proto::broker::v1 as bpb;
+use weir_storage::batch::{Batches, RecordBatch};
 
 /// A started cluster with its controller leader and all brokers active.
 async fn start(nodes: u64) -> Cluster {
@@ -482,25 +488,354 @@ async fn keyless_records_stick_and_back_pressure_bounds_memory() {
     .unwrap();
     let value = bytes::Bytes::from(vec![b'z'; 100]);
     let n = 200_000;
+    let hw_before: Vec<i64> = admin
+        .describe_topic("sticky")
+        .await
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.high_watermark)
+        .collect();
     let started = Instant::now();
-    let mut last = None;
+    let mut deliveries = Vec::with_capacity(n);
     for _ in 0..n {
-        last = Some(
+        deliveries.push(
             fast.send(ProducerRecord::new("sticky", value.clone()))
                 .await
                 .unwrap(),
         );
     }
     fast.flush().await.unwrap();
-    last.unwrap().await.unwrap();
+    // Every delivery, not just the last: each record got its own offset, and together they
+    // fill each partition's offsets from its old high watermark on, with no gap.
+    let mut offsets: Vec<Vec<i64>> = vec![Vec::new(); 4];
+    for (i, d) in deliveries.into_iter().enumerate() {
+        let m = d
+            .await
+            .unwrap_or_else(|e| panic!("record {i} of the throughput run: {e}"));
+        offsets[m.partition as usize].push(m.offset);
+    }
     let elapsed = started.elapsed();
     eprintln!(
         "throughput: {n} x 100 B keyless, acks=1, in {elapsed:?} ({:.0} records/s)",
         n as f64 / elapsed.as_secs_f64()
     );
+    let hw_after = admin.describe_topic("sticky").await.unwrap().partitions;
+    for (p, got) in offsets.into_iter().enumerate() {
+        // In send order, too: one producer's records to a partition keep their order.
+        let (from, to) = (hw_before[p], hw_after[p].high_watermark);
+        let out_of_place = got.iter().zip(from..).position(|(g, w)| *g != w);
+        assert!(
+            got.len() as i64 == to - from && out_of_place.is_none(),
+            "partition {p}: {} acks for the {} new offsets {from}..{to}, the one at index \
+             {out_of_place:?} out of place",
+            got.len(),
+            to - from
+        );
+    }
     fast.close().await.unwrap();
 }
 
+/// Records of partition 0 acknowledged on each side of the kill before the leader-kill test
+/// moves on: enough that the kill lands in a steady stream, and that the new leader proves
+/// it takes over rather than acknowledging a stray batch.
+const ACKS_AROUND_THE_KILL: usize = 2000;
+
+/// The most records the leader-kill test's sender sends (its loop's bound; the test stops it
+/// long before in a healthy run).
+const MAX_SENT: u64 = 1_000_000;
+
+/// What the delivery collector has seen so far, for the leader-kill test to poll.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Acknowledged records per partition.
+    acked: [usize; 2],
+    /// Acknowledged records of partition 0 whose `send` began after the kill.
+    acked_p0_sent_after_kill: usize,
+    /// Failed deliveries.
+    failed: usize,
+}
+
+/// One record's delivery as the collector saw it.
+#[derive(Debug)]
+struct Delivered {
+    /// The record's number: its key, and its value as `v{n}`.
+    n: u64,
+    /// What its DeliveryFuture resolved to.
+    result: Result<RecordMetadata, Error>,
+    /// When it resolved.
+    at: Instant,
+}
+
+/// Awaits every DeliveryFuture handed over on `deliveries`, all at once (not in send order),
+/// noting when each resolves and keeping `tally` current; returns them all once the sender
+/// has hung up and every one has resolved.
+fn collect_deliveries(
+    mut deliveries: mpsc::UnboundedReceiver<(u64, DeliveryFuture)>,
+    tally: Arc<Mutex<Tally>>,
+    kill_index: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<Vec<Delivered>> {
+    tokio::spawn(async move {
+        let mut pending = FuturesUnordered::new();
+        let mut done = Vec::new();
+        let mut open = true;
+        while open || !pending.is_empty() {
+            tokio::select! {
+                next = deliveries.recv(), if open => match next {
+                    Some((n, delivery)) => pending.push(async move { (n, delivery.await) }),
+                    None => open = false,
+                },
+                Some((n, result)) = pending.next(), if !pending.is_empty() => {
+                    {
+                        let mut t = tally.locked();
+                        match &result {
+                            Ok(m) => {
+                                t.acked[m.partition as usize] += 1;
+                                if m.partition == 0 && n >= kill_index.load(Ordering::SeqCst) {
+                                    t.acked_p0_sent_after_kill += 1;
+                                }
+                            }
+                            Err(_) => t.failed += 1,
+                        }
+                    }
+                    done.push(Delivered { n, result, at: Instant::now() });
+                }
+            }
+        }
+        done
+    })
+}
+
+/// The batches of `topic`/`partition` below `end`, as the leader at `addr` stores them (raw
+/// Fetch, nothing decoded): where each batch begins and ends, which the consumer's records do
+/// not show.
+async fn raw_batches(addr: &str, topic: &str, partition: u32, end: i64) -> Vec<RecordBatch> {
+    let mut client = common::broker_client_at(addr);
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    let mut next = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let req = bpb::FetchRequest {
+        topic: topic.into(),
+        partition,
+        offset: 0,
+        max_bytes: 1 << 20,
+        min_bytes: 1,
+        max_wait_ms: 200,
+        decode: false,
+    };
+    let Ok(opened) = tokio::time::timeout_at(deadline, client.fetch(req)).await else {
+        panic!("raw fetch of {topic}-{partition} did not open within 60 s");
+    };
+    let mut stream = opened.unwrap().into_inner();
+    while next < end {
+        let Ok(answer) = tokio::time::timeout_at(deadline, stream.message()).await else {
+            panic!("raw fetch of {topic}-{partition}: nothing from {next} on within 60 s");
+        };
+        let answer = answer.unwrap().expect("the fetch stream ended");
+        assert!(answer.error.is_none(), "raw fetch: {:?}", answer.error);
+        for batch in Batches::new(answer.batches) {
+            let batch = batch.unwrap();
+            if batch.header().next_offset() > next {
+                next = batch.header().next_offset();
+                batches.push(batch);
+            }
+        }
+    }
+    batches
+}
+
+/// Checks one partition of the leader-kill test's topic against what was acknowledged;
+/// returns how many records it holds twice (or more). The log must hold exactly:
+///
+/// * every record sent to the partition, at the offset its acknowledgement named, with the
+///   acknowledged timestamp (no loss, nothing moved);
+/// * those acknowledged copies in send order (ordered pipelining through retries);
+/// * besides them only earlier copies of whole retried batches: a batch none of whose records
+///   is acknowledged at its offset must be byte-for-byte (from its magic byte on: records,
+///   timestamps and CRC) a batch stored later whose records are all acknowledged there. The
+///   producer resends a failed batch's same bytes; without idempotence a resend of a batch the
+///   old leader had already replicated leaves both copies.
+fn check_partition(
+    partition: u32,
+    sent: &[u64],
+    acked: &HashMap<u64, RecordMetadata>,
+    records: &[&ConsumerRecord],
+    batches: &[RecordBatch],
+) -> usize {
+    let p = partition;
+    for (k, r) in records.iter().enumerate() {
+        assert_eq!(
+            r.offset, k as i64,
+            "partition {p}: a gap or a repeat in offsets"
+        );
+    }
+    let numbers: Vec<u64> = records
+        .iter()
+        .map(|r| {
+            let n: u64 = text(&r.key).parse().unwrap();
+            assert_eq!(
+                text(&r.value),
+                format!("v{n}"),
+                "partition {p} at {}",
+                r.offset
+            );
+            assert_eq!(
+                partition_for_key(n.to_string().as_bytes(), 2),
+                p,
+                "record {n}"
+            );
+            n
+        })
+        .collect();
+    let mut previous = -1;
+    for n in sent {
+        let m = &acked[n];
+        assert_eq!(m.partition, p, "record {n}");
+        assert!(
+            m.offset > previous,
+            "partition {p}: record {n} acknowledged at {}, before the record sent ahead of it \
+             (at {previous})",
+            m.offset
+        );
+        previous = m.offset;
+        let stored = records
+            .get(m.offset as usize)
+            .unwrap_or_else(|| panic!("record {n}, acknowledged at {}, is missing", m.offset));
+        assert_eq!(
+            numbers[m.offset as usize], *n,
+            "partition {p} at {}",
+            m.offset
+        );
+        assert_eq!(stored.timestamp, m.timestamp, "record {n}");
+    }
+    let acked_here = |offset: i64| acked[&numbers[offset as usize]].offset == offset;
+
+    let mut next = 0;
+    for b in batches {
+        assert_eq!(
+            b.header().base_offset,
+            next,
+            "partition {p}: batches not contiguous"
+        );
+        next = b.header().next_offset();
+    }
+    assert_eq!(
+        next,
+        records.len() as i64,
+        "partition {p}: batches vs records"
+    );
+    let body = |b: &RecordBatch| b.as_bytes().slice(16..);
+    let mut duplicates = 0;
+    for (i, b) in batches.iter().enumerate() {
+        let (from, to) = (b.header().base_offset, b.header().next_offset());
+        let acked_in_it = (from..to).filter(|o| acked_here(*o)).count();
+        if acked_in_it == (to - from) as usize {
+            continue;
+        }
+        assert_eq!(
+            acked_in_it, 0,
+            "partition {p}: the batch at {from}..{to} mixes acknowledged records with others"
+        );
+        let resent = batches[i + 1..].iter().find(|later| {
+            body(later) == body(b)
+                && (later.header().base_offset..later.header().next_offset()).all(acked_here)
+        });
+        assert!(
+            resent.is_some(),
+            "partition {p}: records {:?} at {from}..{to} are stored again, but not as a \
+             retried batch (no later acknowledged batch has the same bytes)",
+            &numbers[from as usize..to as usize]
+        );
+        duplicates += (to - from) as usize;
+    }
+    duplicates
+}
+
+/// [`check_partition`] itself, on a made-up partition: a retried batch stored twice passes;
+/// acknowledged records out of send order, a repeat that is not a whole resent batch, and a
+/// lost acknowledged record each fail.
+#[test]
+fn the_partition_check_allows_only_retried_batches_to_repeat() {
+    let n: Vec<u64> = (0..)
+        .filter(|n: &u64| partition_for_key(n.to_string().as_bytes(), 2) == 0)
+        .take(4)
+        .collect();
+    // A batch of records `numbers` at `base`, as the leader stores it, and its records as the
+    // consumer yields them.
+    let batch = |base: i64, numbers: &[u64]| {
+        let mut builder = weir_storage::BatchBuilder::new(weir_client::Compression::None);
+        for k in numbers {
+            let key = k.to_string();
+            let value = format!("v{k}");
+            builder.push_parts(
+                1000 + *k as i64,
+                Some(key.as_bytes()),
+                Some(value.as_bytes()),
+                &[],
+            );
+        }
+        let b = RecordBatch::decode(builder.build(base).unwrap()).unwrap();
+        let records: Vec<ConsumerRecord> = numbers
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ConsumerRecord {
+                topic: "t".into(),
+                partition: 0,
+                offset: base + i as i64,
+                timestamp: 1000 + *k as i64,
+                key: Some(k.to_string().into()),
+                value: Some(format!("v{k}").into()),
+                headers: Vec::new(),
+            })
+            .collect();
+        (b, records)
+    };
+    let acks = |offsets: &[(u64, i64)]| -> HashMap<u64, RecordMetadata> {
+        offsets
+            .iter()
+            .map(|(k, o)| {
+                let m = RecordMetadata {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: *o,
+                    timestamp: 1000 + *k as i64,
+                };
+                (*k, m)
+            })
+            .collect()
+    };
+    let check = |layout: &[(i64, &[u64])], acked: &HashMap<u64, RecordMetadata>| {
+        let (batches, records): (Vec<_>, Vec<_>) =
+            layout.iter().map(|(b, ns)| batch(*b, ns)).unzip();
+        let records: Vec<ConsumerRecord> = records.into_iter().flatten().collect();
+        let refs: Vec<&ConsumerRecord> = records.iter().collect();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            check_partition(0, &n, acked, &refs, &batches)
+        }))
+    };
+    // [n0 n1] [n2 n3] (the old leader's, unacknowledged) [n2 n3] (the retry, acknowledged).
+    let retried = acks(&[(n[0], 0), (n[1], 1), (n[2], 4), (n[3], 5)]);
+    let layout: &[(i64, &[u64])] = &[(0, &n[0..2]), (2, &n[2..4]), (4, &n[2..4])];
+    assert_eq!(check(layout, &retried).ok(), Some(2));
+    // Acknowledged copies out of send order.
+    let swapped = acks(&[(n[0], 0), (n[1], 1), (n[3], 2), (n[2], 3)]);
+    let layout: &[(i64, &[u64])] = &[(0, &n[0..2]), (2, &[n[3], n[2]])];
+    assert!(check(layout, &swapped).is_err());
+    // n2 stored twice, but the first copy is no resend of the batch acknowledged later.
+    let partial = acks(&[(n[0], 0), (n[1], 1), (n[2], 3), (n[3], 4)]);
+    let layout: &[(i64, &[u64])] = &[(0, &n[0..2]), (2, &n[2..3]), (3, &n[2..4])];
+    assert!(check(layout, &partial).is_err());
+    // n3 acknowledged at an offset the log does not hold.
+    let lost = acks(&[(n[0], 0), (n[1], 1), (n[2], 2), (n[3], 3)]);
+    let layout: &[(i64, &[u64])] = &[(0, &n[0..3])];
+    assert!(check(layout, &lost).is_err());
+}
+
+/// An RF 3 topic (min.insync.replicas 2) takes a steady stream of acks=all records while the
+/// leader of partition 0 is killed. Every delivery result is checked: none fails, acks come
+/// both before the kill and, from the new leader, for records sent after it. Then the topic
+/// is read back with the consumer (and its batch boundaries with a raw fetch): see
+/// [`check_partition`] for what each partition must hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_keeps_delivering_through_a_leader_kill() {
     let _serial = serial();
@@ -533,29 +868,46 @@ async fn producer_keeps_delivering_through_a_leader_kill() {
     .await
     .unwrap();
 
-    // Send numbered records (key = number) in a loop until told to stop.
+    // A sender numbers records (key n, value vn) until told to stop; a collector awaits every
+    // delivery as it resolves.
     let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let kill_index = Arc::new(AtomicU64::new(u64::MAX));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let (deliveries_tx, deliveries_rx) = mpsc::unbounded_channel();
+    let collector = collect_deliveries(deliveries_rx, Arc::clone(&tally), Arc::clone(&kill_index));
     let sender = {
         let producer = producer.clone();
         let stop = Arc::clone(&stop);
+        let sent = Arc::clone(&sent);
         tokio::spawn(async move {
-            let mut deliveries = Vec::new();
-            let mut i = 0u64;
-            while !stop.load(Ordering::SeqCst) {
-                let record = ProducerRecord::new("durable", format!("v{i}")).key(i.to_string());
-                deliveries.push((i, producer.send(record).await.unwrap()));
-                i += 1;
-                if i % 100 == 99 {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) && n < MAX_SENT {
+                let record = ProducerRecord::new("durable", format!("v{n}")).key(n.to_string());
+                let delivery = producer.send(record).await.unwrap();
+                deliveries_tx.send((n, delivery)).unwrap();
+                n += 1;
+                sent.store(n, Ordering::SeqCst);
+                if n % 100 == 0 {
+                    // Pacing, so that the sender does not crowd out the rest of the test.
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
-            deliveries
+            n
         })
     };
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let p0_acked = |t: &Tally| t.acked[0];
+    wait_for("acks on partition 0 before the kill", STARTUP, || async {
+        let t = tally.locked();
+        assert_eq!(t.failed, 0, "deliveries failed before the kill: {t:?}");
+        (p0_acked(&t) >= ACKS_AROUND_THE_KILL).then_some(())
+    })
+    .await;
     cluster.kill(victim);
     let killed = Instant::now();
-    // Wait for a new leader of partition 0, then keep producing a while longer.
+    // The record being sent right now may have been started before the kill; the next one
+    // was not.
+    kill_index.store(sent.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
     wait_for("a new leader for durable-0", STARTUP, || async {
         let t = admin.describe_topic("durable").await.ok()?;
         let leader = t.partitions[0].leader?;
@@ -563,72 +915,134 @@ async fn producer_keeps_delivering_through_a_leader_kill() {
     })
     .await;
     eprintln!("new leader after {:?}", killed.elapsed());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for(
+        "acks on partition 0 of records sent after the kill",
+        Duration::from_secs(60),
+        || async {
+            let t = tally.locked();
+            (t.acked_p0_sent_after_kill >= ACKS_AROUND_THE_KILL).then_some(())
+        },
+    )
+    .await;
     stop.store(true, Ordering::SeqCst);
-    let deliveries = sender.await.unwrap();
+    let total_sent = sent_count(sender).await;
     tokio::time::timeout(Duration::from_secs(90), producer.flush())
         .await
         .expect("flush finishes")
         .unwrap();
+    let delivered = tokio::time::timeout(Duration::from_secs(90), collector)
+        .await
+        .expect("every delivery resolves")
+        .unwrap();
+    let kill_index = kill_index.load(Ordering::SeqCst);
 
-    let mut acked: Vec<(u64, RecordMetadata)> = Vec::new();
-    let mut failed = Vec::new();
-    for (i, d) in deliveries {
-        match d.await {
-            Ok(m) => acked.push((i, m)),
-            Err(e) => failed.push((i, e)),
-        }
-    }
-    eprintln!(
-        "{} acknowledged, {} failed{}",
-        acked.len(),
-        failed.len(),
-        failed
-            .first()
-            .map(|(i, e)| format!(" (first: {i}: {e})"))
-            .unwrap_or_default()
+    // ---- Every delivery result, and when it came.
+    assert_eq!(
+        delivered.len() as u64,
+        total_sent,
+        "deliveries vs records sent"
     );
+    let failed: Vec<(u64, &Error)> = delivered
+        .iter()
+        .filter_map(|d| d.result.as_ref().err().map(|e| (d.n, e)))
+        .collect();
     assert!(
         failed.is_empty(),
-        "records failed despite retries: {:?}",
+        "{} records failed despite retries, e.g. {:?}",
+        failed.len(),
         &failed[..failed.len().min(5)]
     );
-    let after_kill = acked.len();
-    assert!(after_kill > 0);
-    // Records after the kill were acknowledged on partition 0 too (by the new leader).
-    let max0 = acked
+    let acked: HashMap<u64, RecordMetadata> = delivered
         .iter()
-        .filter(|(_, m)| m.partition == 0)
-        .map(|(_, m)| m.offset)
-        .max()
-        .unwrap();
+        .map(|d| (d.n, d.result.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        acked.len() as u64,
+        total_sent,
+        "a record acknowledged twice"
+    );
+    let count = |f: &dyn Fn(&Delivered, &RecordMetadata) -> bool| {
+        delivered.iter().filter(|d| f(d, &acked[&d.n])).count()
+    };
+    let acked_before_kill = count(&|d, _| d.at < killed);
+    let acked_after_kill = count(&|d, _| d.at >= killed);
+    let p0_before_kill = count(&|d, m| d.at < killed && m.partition == 0);
+    let p0_sent_after_kill = count(&|d, m| d.n >= kill_index && m.partition == 0);
+    let p1_sent_after_kill = count(&|d, m| d.n >= kill_index && m.partition == 1);
+    eprintln!(
+        "{total_sent} sent and acknowledged: {acked_before_kill} before the kill, \
+         {acked_after_kill} after it; of the {} sent after it, {p0_sent_after_kill} on \
+         partition 0 and {p1_sent_after_kill} on partition 1",
+        total_sent - kill_index
+    );
+    assert_eq!(acked_before_kill + acked_after_kill, total_sent as usize);
+    assert!(p0_before_kill >= ACKS_AROUND_THE_KILL, "{p0_before_kill}");
+    assert!(
+        p0_sent_after_kill >= ACKS_AROUND_THE_KILL,
+        "{p0_sent_after_kill}"
+    );
+    assert!(
+        p1_sent_after_kill > 0,
+        "partition 1 took nothing after the kill"
+    );
 
-    // Everything acknowledged is readable, at its acknowledged offset.
+    // ---- The log: once the followers caught up, read it all back.
+    let t = wait_for(
+        "every partition led, its high watermark at its log end",
+        STARTUP,
+        || async {
+            let t = admin.describe_topic("durable").await.ok()?;
+            t.partitions
+                .iter()
+                .all(|p| p.leader.is_some() && p.high_watermark == p.log_end_offset)
+                .then_some(t)
+        },
+    )
+    .await;
     let mut consumer = Consumer::connect(config, ConsumerConfig::default())
         .await
         .unwrap();
-    let t = admin.describe_topic("durable").await.unwrap();
-    let mut want: HashMap<(u32, i64), String> = HashMap::new();
-    for (i, m) in &acked {
-        want.insert((m.partition, m.offset), format!("v{i}"));
-    }
-    let mut total = 0usize;
     for p in &t.partitions {
+        assert_eq!(p.log_start_offset, 0, "{p:?}");
         consumer
             .assign("durable", p.partition, Offset::Earliest)
             .await
             .unwrap();
-        assert!(p.high_watermark >= 0, "offsets of partition {p:?}");
-        total += p.high_watermark as usize;
+        assert_eq!(consumer.position("durable", p.partition), Some(0));
     }
-    assert!(t.partitions[0].high_watermark > max0);
-    let records = read_n(&mut consumer, total, Duration::from_secs(60)).await;
-    let got: HashMap<(u32, i64), String> = records
-        .iter()
-        .map(|r| ((r.partition, r.offset), text(&r.value)))
-        .collect();
-    for (at, value) in &want {
-        assert_eq!(got.get(at), Some(value), "acknowledged record at {at:?}");
+    let total: i64 = t.partitions.iter().map(|p| p.high_watermark).sum();
+    let records = read_n(&mut consumer, total as usize, Duration::from_secs(60)).await;
+    let mut duplicates = 0;
+    for p in &t.partitions {
+        let partition = p.partition;
+        // Numbers were sent in increasing order.
+        let sent_here: Vec<u64> = (0..total_sent)
+            .filter(|n| acked[n].partition == partition)
+            .collect();
+        // The stream yields each partition in offset order (check_partition holds it to
+        // that); the merge order across partitions is free.
+        let here: Vec<&ConsumerRecord> = records
+            .iter()
+            .filter(|r| r.partition == partition)
+            .collect();
+        assert_eq!(here.len() as i64, p.high_watermark, "partition {partition}");
+        assert_eq!(
+            consumer.position("durable", partition),
+            Some(p.high_watermark)
+        );
+        let leader = cluster.node(p.leader.unwrap()).broker_addr();
+        let batches = raw_batches(&leader, "durable", partition, p.high_watermark).await;
+        duplicates += check_partition(partition, &sent_here, &acked, &here, &batches);
     }
+    eprintln!("{duplicates} records stored twice, all of them copies of retried batches");
+    assert_eq!(total as usize, total_sent as usize + duplicates);
     producer.close().await.unwrap();
+}
+
+/// The sender task's count of records sent, once it stopped.
+async fn sent_count(sender: tokio::task::JoinHandle<u64>) -> u64 {
+    tokio::time::timeout(Duration::from_secs(90), sender)
+        .await
+        .expect("the sender stops")
+        .unwrap()
 }

@@ -114,6 +114,18 @@ async fn absurd_raft_requests_are_refused_and_the_quorum_survives() {
         };
         let err = raft.install_snapshot(message(&snapshot)).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "node {id}: {err}");
+        // Inside the size bound but past the bytes received of this snapshot (none): the
+        // receiver would zero-fill 200 MiB for 16 bytes sent.
+        let snapshot = InstallSnapshotRequest {
+            offset: 200 << 20,
+            ..snapshot
+        };
+        let err = raft.install_snapshot(message(&snapshot)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "node {id}: {err}");
+        assert!(
+            err.message().contains("does not follow"),
+            "node {id}: {err}"
+        );
     }
     assert_eq!(cluster.running().len(), 3, "a node died");
     assert_eq!(

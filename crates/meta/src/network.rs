@@ -31,6 +31,8 @@ use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
 
+use weir_common::sync::MutexExt;
+
 use openraft::error::{
     Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -275,6 +277,40 @@ pub struct RaftService {
     /// The pre-vote driver, told of every accepted leader message; `None`: openraft's own
     /// elections (pre-votes are then granted).
     election: Option<Arc<Election>>,
+    /// The snapshot being received, by id, and how many of its bytes openraft has accepted: a
+    /// chunk must start at 0 or at most there, so a snapshot in memory holds only bytes that
+    /// were sent (a chunk far past the end made the receiver zero-fill up to it).
+    receiving: Arc<std::sync::Mutex<Reception>>,
+}
+
+/// The snapshot a follower is receiving: its id and how many of its bytes openraft accepted.
+#[derive(Debug, Default)]
+struct Reception(Option<(String, u64)>);
+
+impl Reception {
+    /// A chunk of snapshot `id` at `offset` may be given to openraft: it starts a snapshot (0)
+    /// or does not leave a gap after the bytes received (a resent chunk starts before).
+    fn check(&self, id: &str, offset: u64) -> Result<(), String> {
+        let received = match &self.0 {
+            Some((receiving, received)) if receiving == id => *received,
+            _ => 0,
+        };
+        if offset > received {
+            return Err(format!(
+                "snapshot {id} chunk at offset {offset} does not follow the {received} bytes received"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Openraft accepted the chunk of snapshot `id` ending at `end`; `done`: it was the last.
+    fn accepted(&mut self, id: &str, end: u64, done: bool) {
+        self.0 = match self.0.take() {
+            _ if done => None,
+            Some((receiving, received)) if receiving == id => Some((receiving, received.max(end))),
+            _ => Some((id.to_owned(), end)),
+        };
+    }
 }
 
 impl RaftService {
@@ -283,6 +319,7 @@ impl RaftService {
         Self {
             raft,
             election: None,
+            receiving: Arc::default(),
         }
     }
 
@@ -345,10 +382,11 @@ fn encode_response<T: Serialize>(
 /// must never see it (a vote of term `u64::MAX` panicked its engine and wedged the quorum).
 pub const MAX_TERM_LEAP: u64 = 1_000_000;
 
-/// Largest metadata snapshot a follower accepts, bytes (offset + chunk). The metadata of 10,000
-/// topics of 100 partitions is far below; a chunk claiming an offset past it is refused before
-/// anything is allocated.
-pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+/// Largest metadata snapshot a follower accepts, bytes (offset + chunk): a snapshot is received
+/// in memory. The metadata of a million partitions is under 100 MB (about 80 bytes each); a
+/// chunk past the limit, or one that does not follow the bytes received so far, is refused
+/// before anything is allocated.
+pub const MAX_SNAPSHOT_BYTES: u64 = 256 << 20;
 
 /// Largest log index accepted in a request: far beyond any real log, far below overflow.
 const MAX_LOG_INDEX: u64 = 1 << 48;
@@ -428,7 +466,9 @@ impl RaftService {
                 req.data.len()
             ));
         }
-        Ok(())
+        self.receiving
+            .locked()
+            .check(&req.meta.snapshot_id, req.offset)
     }
 }
 
@@ -477,9 +517,15 @@ impl RaftRpc for RaftService {
             decode_request(request, "InstallSnapshotRequest").map_err(|e| *e)?;
         self.check_snapshot(&req).map_err(refuse)?;
         let vote = req.vote;
+        let (id, end, done) = (
+            req.meta.snapshot_id.clone(),
+            req.offset + req.data.len() as u64,
+            req.done,
+        );
         let result = self.raft.install_snapshot(req).await;
         if matches!(&result, Ok(r) if r.vote == vote) {
             self.heard_from_leader();
+            self.receiving.locked().accepted(&id, end, done);
         }
         encode_response(&result).map_err(|e| *e)
     }
@@ -506,5 +552,27 @@ impl RaftRpc for RaftService {
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let _: ProbeRequest = decode_request(request, "ProbeRequest").map_err(|e| *e)?;
         encode_response(&ProbeResponse::of(&self.raft)).map_err(|e| *e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reception;
+
+    #[test]
+    fn snapshot_chunks_must_follow_the_bytes_received() {
+        let mut r = Reception::default();
+        assert!(r.check("a", 0).is_ok());
+        assert!(r.check("a", 1).is_err(), "a gap before any byte");
+        r.accepted("a", 100, false);
+        assert!(r.check("a", 100).is_ok(), "the next chunk");
+        assert!(r.check("a", 40).is_ok(), "a resent chunk");
+        assert!(r.check("a", 101).is_err(), "a gap");
+        assert!(r.check("b", 100).is_err(), "another snapshot starts at 0");
+        assert!(r.check("b", 0).is_ok());
+        r.accepted("b", 10, false);
+        assert!(r.check("a", 50).is_err(), "a was replaced by b");
+        r.accepted("b", 20, true);
+        assert!(r.check("b", 10).is_err(), "b is complete");
     }
 }

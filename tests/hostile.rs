@@ -1008,3 +1008,63 @@ async fn a_node_survives_random_and_mutated_requests_on_every_listener() {
     );
     create_topic_works(&mut cluster, "after-mutations").await;
 }
+
+/// Issue 15: connections that opened and sent nothing held a connection slot for good (4,096
+/// of them shut every client out). A connection must send the HTTP/2 preface within
+/// `weir_proto::listen::PREFACE_TIMEOUT` (10 s), also when it trickles a byte a second; after
+/// that the listener closes it. Clients that speak are unaffected.
+#[tokio::test]
+async fn connections_that_never_send_a_preface_are_closed() {
+    use std::io::{Read, Write};
+    use weir_proto::listen::PREFACE_TIMEOUT;
+    let _serial = serial();
+    let (mut cluster, _) = Cluster::start_ready(1, &[]).await;
+    let addrs = [
+        cluster.nodes[0].direct_broker_addr(),
+        cluster.nodes[0].direct_controller_addr(),
+    ];
+    let handles: Vec<_> = addrs
+        .iter()
+        .flat_map(|addr| [(addr.clone(), false), (addr.clone(), true)])
+        .map(|(addr, trickle)| {
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let mut socket = std::net::TcpStream::connect(&addr).unwrap();
+                socket
+                    .set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                let limit = PREFACE_TIMEOUT + Duration::from_secs(10);
+                let mut buf = [0u8; 64];
+                let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+                let mut sent = 0;
+                while started.elapsed() < limit {
+                    // The preface one byte per half second: never all of it in time.
+                    if trickle && sent < preface.len() - 1 {
+                        if socket.write_all(&preface[sent..=sent]).is_err() {
+                            return Some(started.elapsed());
+                        }
+                        sent += 1;
+                    }
+                    match socket.read(&mut buf) {
+                        Ok(0) => return Some(started.elapsed()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(_) => return Some(started.elapsed()),
+                    }
+                }
+                None
+            })
+        })
+        .collect();
+    for (i, handle) in handles.into_iter().enumerate() {
+        let closed = handle.join().unwrap();
+        let closed = closed.unwrap_or_else(|| panic!("connection {i} was never closed"));
+        assert!(
+            closed >= PREFACE_TIMEOUT - Duration::from_secs(1),
+            "connection {i} closed after {closed:?}, before the preface timeout"
+        );
+    }
+    create_topic_works(&mut cluster, "after-silent-connections").await;
+    assert_eq!(cluster.running(), vec![1], "the node died");
+}

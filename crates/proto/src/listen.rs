@@ -10,7 +10,12 @@
 //!   descriptor.
 //! - Accepted sockets get `TCP_NODELAY` (replies must not wait on Nagle and delayed ACKs) and TCP
 //!   keep-alive, so a peer that vanished without a FIN is noticed.
+//! - A connection must send the HTTP/2 client preface (24 bytes) within [`PREFACE_TIMEOUT`], or
+//!   it is closed: connections that open and then send nothing (or a byte a minute) would
+//!   otherwise hold connection slots for as long as they like. Once the preface is in, HTTP/2
+//!   keep-alive pings (set on each server) find a peer that stopped answering.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,11 +32,19 @@ pub const MAX_CONNECTIONS: usize = 4096;
 /// Idle time before TCP keep-alive probes start on an accepted socket.
 pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
+/// How long an accepted connection has to send the HTTP/2 client preface.
+pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Length of the HTTP/2 client connection preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
+const PREFACE_LEN: usize = 24;
+
 /// An accepted connection; its slot among the listener's connections is freed when it drops.
 #[derive(Debug)]
 pub struct Connection {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
+    /// Until the preface is in: bytes read so far and when the connection is given up.
+    preface: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl Connected for Connection {
@@ -44,11 +57,28 @@ impl Connected for Connection {
 
 impl AsyncRead for Connection {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Some((_, deadline)) = &mut this.preface {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no HTTP/2 preface within {PREFACE_TIMEOUT:?}"),
+                )));
+            }
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some((seen, _))) = (&read, &mut this.preface) {
+            *seen += buf.filled().len() - before;
+            if *seen >= PREFACE_LEN {
+                this.preface = None;
+            }
+        }
+        read
     }
 }
 
@@ -116,6 +146,7 @@ pub fn incoming(
                     let connection = Connection {
                         stream,
                         _slot: slot,
+                        preface: Some((0, Box::pin(tokio::time::sleep(PREFACE_TIMEOUT)))),
                     };
                     return Some((Ok(connection), state));
                 }

@@ -730,3 +730,6 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
     let _ = stream.take(4096).read_to_string(&mut response);
     response.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// Data-path helpers: records, produce, fetch, Metadata waits, on-disk logs.
+pub mod data;

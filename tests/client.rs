@@ -2,7 +2,8 @@
 //! keyed and keyless produce/consume, seeking by Latest and Timestamp, bootstrap fallback,
 //! typed server errors, producer back-pressure, and a producer delivering through a leader
 //! kill on an RF 3 cluster: every delivery result checked, and the log read back holding each
-//! acknowledged record at its offset, in send order, with only retried batches repeated.
+//! acknowledged record at its offset, in send order, with only retried batches repeated;
+//! and a consumer reading on through a leader kill with no gap and no repeat.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 // The serial() guard is held across awaits on purpose: it keeps cluster tests one at a time.
 #![allow(clippy::await_holding_lock)]
@@ -1045,4 +1046,227 @@ async fn sent_count(sender: tokio::task::JoinHandle<u64>) -> u64 {
         .await
         .expect("the sender stops")
         .unwrap()
+}
+
+/// A consumer reads one partition continuously while the partition's leader is killed: it
+/// goes on from the next offset on the new leader, every offset once and in order (no gap, no
+/// repeat), past records the new leader acknowledged after the kill; and what it read is
+/// exactly what the partition holds, every acknowledged record included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_follows_a_leader_change_mid_stream_without_gap_or_repeat() {
+    let _serial = serial();
+    let mut cluster = start(3).await;
+    let config = client_config(&mut cluster);
+    let admin = Admin::connect(config.clone()).await.unwrap();
+    admin
+        .create_topic(
+            "follow",
+            1,
+            3,
+            BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]),
+        )
+        .await
+        .unwrap();
+    wait_topic_ready(&admin, "follow", 3).await;
+    let victim = admin.describe_topic("follow").await.unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let producer = Producer::connect(
+        config.clone(),
+        ProducerConfig {
+            acks: Acks::All,
+            linger: Duration::from_millis(2),
+            delivery_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // The writer: numbered records (key n, value vn) until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let kill_index = Arc::new(AtomicU64::new(u64::MAX));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let (deliveries_tx, deliveries_rx) = mpsc::unbounded_channel();
+    let collector = collect_deliveries(deliveries_rx, Arc::clone(&tally), Arc::clone(&kill_index));
+    let writer = {
+        let producer = producer.clone();
+        let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) && n < MAX_SENT {
+                let record = ProducerRecord::new("follow", format!("v{n}")).key(n.to_string());
+                deliveries_tx
+                    .send((n, producer.send(record).await.unwrap()))
+                    .unwrap();
+                n += 1;
+                sent.store(n, Ordering::SeqCst);
+                if n % 100 == 0 {
+                    // Pacing, so that the writer does not crowd out the reader.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            n
+        })
+    };
+
+    // The reader: one stream from the earliest offset, for as long as the test runs, each
+    // record checked to be the next offset as it arrives.
+    let consumed: Arc<Mutex<Vec<ConsumerRecord>>> = Arc::default();
+    let until = Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX));
+    let reader = {
+        let (consumed, until) = (Arc::clone(&consumed), Arc::clone(&until));
+        let config = config.clone();
+        tokio::spawn(async move {
+            let consumer_config = ConsumerConfig {
+                max_wait: Duration::from_millis(100),
+                ..ConsumerConfig::default()
+            };
+            let mut consumer = Consumer::connect(config, consumer_config).await.unwrap();
+            consumer
+                .assign("follow", 0, Offset::Earliest)
+                .await
+                .unwrap();
+            let mut next = consumer.position("follow", 0).unwrap();
+            assert_eq!(next, 0);
+            let stream = consumer.stream();
+            futures::pin_mut!(stream);
+            let deadline = Instant::now() + Duration::from_secs(180);
+            while next < until.load(Ordering::SeqCst) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the reader stalled at offset {next}"
+                );
+                // Waits a little at a time, to notice `until`.
+                let Ok(item) =
+                    tokio::time::timeout(Duration::from_millis(200), stream.next()).await
+                else {
+                    continue;
+                };
+                let record = match item {
+                    Some(Ok(r)) => r,
+                    Some(Err(e)) => panic!("the reader's stream failed at offset {next}: {e}"),
+                    None => panic!("the reader's stream ended at offset {next}"),
+                };
+                assert_eq!(
+                    record.offset,
+                    next,
+                    "a gap or a repeat after offset {}",
+                    next - 1
+                );
+                next += 1;
+                consumed.locked().push(record);
+            }
+        })
+    };
+    let read_so_far = |consumed: &Mutex<Vec<ConsumerRecord>>| consumed.locked().len();
+
+    wait_for(
+        "the reader to read 2000 records before the kill",
+        STARTUP,
+        || async {
+            assert!(!reader.is_finished(), "the reader stopped");
+            (read_so_far(&consumed) >= ACKS_AROUND_THE_KILL).then_some(())
+        },
+    )
+    .await;
+    cluster.kill(victim);
+    let read_at_kill = read_so_far(&consumed);
+    kill_index.store(sent.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
+    wait_for("a new leader for follow-0", STARTUP, || async {
+        let t = admin.describe_topic("follow").await.ok()?;
+        let leader = t.partitions[0].leader?;
+        (leader != victim).then_some(())
+    })
+    .await;
+    wait_for(
+        "acks from the new leader of records sent after the kill",
+        Duration::from_secs(60),
+        || async {
+            let t = tally.locked();
+            (t.acked_p0_sent_after_kill >= ACKS_AROUND_THE_KILL).then_some(())
+        },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let total_sent = sent_count(writer).await;
+    tokio::time::timeout(Duration::from_secs(90), producer.flush())
+        .await
+        .expect("flush finishes")
+        .unwrap();
+    let delivered = tokio::time::timeout(Duration::from_secs(90), collector)
+        .await
+        .expect("every delivery resolves")
+        .unwrap();
+    assert_eq!(delivered.len() as u64, total_sent);
+    let mut acked = HashMap::new();
+    for d in delivered {
+        let m = d
+            .result
+            .unwrap_or_else(|e| panic!("record {} failed despite retries: {e}", d.n));
+        acked.insert(d.n, m);
+    }
+    let kill_index = kill_index.load(Ordering::SeqCst);
+    // The last offset the new leader acknowledged for a record sent after the kill: the old
+    // leader never had it, so reading it means reading from the new leader.
+    let newest_after_kill = acked
+        .iter()
+        .filter(|(n, _)| **n >= kill_index)
+        .map(|(_, m)| m.offset)
+        .max()
+        .unwrap();
+
+    // Everything is committed: the reader is told to stop at the end of the log.
+    let t = wait_for(
+        "follow-0 led, its high watermark at its log end",
+        STARTUP,
+        || async {
+            let t = admin.describe_topic("follow").await.ok()?;
+            let p = &t.partitions[0];
+            (p.leader.is_some() && p.high_watermark == p.log_end_offset).then_some(t)
+        },
+    )
+    .await;
+    let end = t.partitions[0].high_watermark;
+    assert!(end > newest_after_kill);
+    until.store(end, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(180), reader)
+        .await
+        .expect("the reader finishes")
+        .unwrap();
+    let consumed = std::mem::take(&mut *consumed.locked());
+    eprintln!(
+        "read {} records, {read_at_kill} of them before the kill; {total_sent} sent, up to \
+         offset {newest_after_kill} acknowledged by the new leader",
+        consumed.len()
+    );
+    assert_eq!(consumed.len() as i64, end);
+    assert!(consumed
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.offset == i as i64));
+
+    // What the reader saw is what the partition holds, read again from the start, and every
+    // acknowledged record is in it where its acknowledgement said.
+    let mut again = Consumer::connect(config, ConsumerConfig::default())
+        .await
+        .unwrap();
+    again.assign("follow", 0, Offset::Earliest).await.unwrap();
+    let fresh = read_n(&mut again, end as usize, Duration::from_secs(60)).await;
+    assert!(
+        fresh == consumed,
+        "the reader's records differ from the partition's"
+    );
+    for (n, m) in &acked {
+        let r = &consumed[m.offset as usize];
+        assert_eq!(
+            (text(&r.key), text(&r.value), r.timestamp),
+            (n.to_string(), format!("v{n}"), m.timestamp),
+            "offset {}",
+            m.offset
+        );
+    }
+    producer.close().await.unwrap();
 }

@@ -30,3 +30,5 @@ mod min_insync;
 mod preallocation;
 #[path = "data_path/produce_consume.rs"]
 mod produce_consume;
+#[path = "data_path/unclean_election.rs"]
+mod unclean_election;

@@ -196,6 +196,13 @@ pub enum MetaError {
     /// The quorum failed to do what was asked (a Raft error).
     #[error("{0}")]
     Internal(String),
+    /// A registration with a new incarnation while the registered one is active and its
+    /// session alive (Kafka's DUPLICATE_BROKER_REGISTRATION).
+    #[error("broker {id} is registered with another incarnation whose session is alive; a restarted broker may register once that session ends (the session timeout)")]
+    DuplicateBrokerRegistration {
+        /// The broker id.
+        id: NodeId,
+    },
 }
 
 impl From<weir_common::topic_config::ConfigError> for MetaError {
@@ -225,6 +232,7 @@ impl MetaError {
             MetaError::NotController { .. } => C::NotController,
             MetaError::ElectionThrottled { .. } => C::ThrottlingQuotaExceeded,
             MetaError::Internal(_) => C::UnknownServerError,
+            MetaError::DuplicateBrokerRegistration { .. } => C::DuplicateBrokerRegistration,
         };
         code as i32
     }

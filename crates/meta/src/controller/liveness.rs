@@ -23,9 +23,16 @@ pub(super) struct Liveness {
 }
 
 impl Liveness {
-    /// Drops what is known of an unregistered broker's session.
+    /// Drops what is known of a broker's session (unregistered, or shut down).
     pub(super) fn forget(&mut self, broker: NodeId) {
         self.last_seen.remove(&broker);
+    }
+
+    /// Whether `broker` was heard from within `timeout` (a new leader's grace period counts).
+    pub(super) fn alive(&self, broker: NodeId, timeout: std::time::Duration) -> bool {
+        self.last_seen
+            .get(&broker)
+            .is_some_and(|seen| seen.elapsed() <= timeout)
     }
 }
 

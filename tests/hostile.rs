@@ -791,6 +791,91 @@ async fn measure_rss_under_never_reading_fetch_streams() {
     drop(streams);
 }
 
+/// A measurement, not a check (run it by name with `--ignored --nocapture`): peak RSS of a
+/// partition leader under 200 replica fetch streams posing as its follower (a registered,
+/// active broker: brokers do not authenticate yet) that never read, each asking for 64 MiB
+/// over 16 MiB of data. Replica answers come out of `REPLICATION_MEMORY_BYTES` (512 MiB);
+/// before, each stream could hold two answers and a third in the transport, unbounded in
+/// number. docs/LIMITS.md records the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_rss_under_never_reading_replica_streams() {
+    use weir_proto::broker::v1::replication_client::ReplicationClient;
+    use weir_proto::broker::v1::{MetadataRequest, ReplicaFetchRequest};
+    let _serial = serial();
+    let (mut cluster, _) = Cluster::start_ready(2, &[]).await;
+    let r = cluster.create_topic(1, "slow", 1, 2).await.unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let (leader, epoch) = wait_for("a leader with both replicas in sync", STARTUP, || {
+        let mut client = cluster.broker_client(1);
+        async move {
+            let md = client
+                .metadata(MetadataRequest {
+                    topics: vec!["slow".into()],
+                })
+                .await
+                .ok()?
+                .into_inner();
+            let p = md.topics.first()?.partitions.first()?.clone();
+            (p.leader > 0 && p.isr.len() == 2).then_some((p.leader as u64, p.leader_epoch))
+        }
+    })
+    .await;
+    let follower = if leader == 1 { 2 } else { 1 };
+    let mut client = cluster.broker_client(leader);
+    produce_kib_records(&mut client, "slow", 16, 1000).await;
+    let view = cluster.describe_cluster_via(leader).await.unwrap();
+    let follower_epoch = view
+        .brokers
+        .iter()
+        .find(|b| b.id == follower)
+        .unwrap()
+        .epoch;
+    let idle = cluster.memory_kb(leader, "VmRSS").unwrap();
+    let addr = cluster.node(leader).direct_broker_addr();
+    let mut streams = Vec::new();
+    let channel = |addr: &str| {
+        weir_proto::channel::lazy(addr, weir_proto::channel::Profile::REPLICATION, None).unwrap()
+    };
+    let mut c = ReplicationClient::new(channel(&addr));
+    for i in 0..200 {
+        if i % 10 == 0 {
+            c = ReplicationClient::new(channel(&addr));
+        }
+        let request = ReplicaFetchRequest {
+            topic: "slow".into(),
+            partition: 0,
+            replica_id: follower,
+            leader_epoch: epoch,
+            fetch_offset: 0,
+            max_bytes: 64 << 20,
+            max_wait_ms: 1000,
+            replica_epoch: follower_epoch,
+        };
+        // The request stream stays open and silent after the first request.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(request).await.unwrap();
+        let s = c
+            .replica_fetch(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        streams.push((s, tx));
+    }
+    let mut peak = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        peak = peak.max(cluster.memory_kb(leader, "VmRSS").unwrap());
+    }
+    println!(
+        "200 never-reading replica streams: RSS idle {} MB, peak {} MB, VmHWM {} MB",
+        idle / 1024,
+        peak / 1024,
+        cluster.memory_kb(leader, "VmHWM").unwrap() / 1024
+    );
+    drop(streams);
+}
+
 /// Issue 15: there was no limit on connections. A listener holds at most 4,096 at once
 /// (`weir_proto::listen::MAX_CONNECTIONS`): with that many idle connections open, a new client
 /// is not served; once they close, it is.

@@ -8,8 +8,10 @@
 //! - [`replication`]: the leader's and the follower's sides of replication, and ISR changes.
 //! - [`service`]: the client gRPC service; [`wire`]: its protobuf conversions (plain records
 //!   ↔ batches, metadata answers).
-//! - [`error`]: the broker's error and its wire codes.
+//! - [`error`]: the broker's error and its wire codes; [`budget`]: the memory budgets of
+//!   fetch and replica fetch answers.
 
+pub mod budget;
 pub mod error;
 pub mod lifecycle;
 pub mod limits;

@@ -9,15 +9,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{mpsc, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 use weir_proto::broker::v1 as pb;
 
+use crate::budget;
 use crate::error::BrokerError;
 use crate::manager::ReplicaManager;
 use crate::replication::isr;
 use crate::service::BrokerService;
+
+/// Largest replica fetch answer, whatever a follower asks for.
+pub const MAX_REPLICA_FETCH_BYTES: usize = 64 * 1024 * 1024;
 
 type ReplicaStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaFetchResponse, Status>> + Send>>;
 
@@ -51,14 +54,15 @@ fn check_replica(manager: &ReplicaManager, replica: u64) -> Result<(), BrokerErr
 async fn replica_session(
     manager: Arc<ReplicaManager>,
     mut inbound: Streaming<pb::ReplicaFetchRequest>,
-    tx: mpsc::Sender<Result<pb::ReplicaFetchResponse, Status>>,
+    tx: mpsc::Sender<budget::Item<pb::ReplicaFetchResponse>>,
+    memory: Arc<Semaphore>,
 ) {
     let Ok(Some(first)) = inbound.message().await else {
         return;
     };
     let Some(part) = manager.partition(&first.topic, first.partition) else {
         let e = BrokerError::unknown(&first.topic, first.partition);
-        let _ = tx.send(Ok(replica_error(&e, -1))).await;
+        let _ = tx.send((Ok(replica_error(&e, -1)), None)).await;
         return;
     };
     let replica = first.replica_id;
@@ -66,7 +70,7 @@ async fn replica_session(
     let mut views = part.subscribe();
     loop {
         if let Err(e) = check_replica(&manager, replica) {
-            let _ = tx.send(Ok(replica_error(&e, part.view().log_start))).await;
+            let _ = tx.send((Ok(replica_error(&e, part.view().log_start)), None)).await;
             return;
         }
         match part.record_follower_fetch(
@@ -78,7 +82,7 @@ async fn replica_session(
             Ok(Some(change)) => isr::request_change(&manager, Arc::clone(&part), change),
             Ok(None) => {}
             Err(e) => {
-                let _ = tx.send(Ok(replica_error(&e, part.view().log_start))).await;
+                let _ = tx.send((Ok(replica_error(&e, part.view().log_start)), None)).await;
                 return;
             }
         }
@@ -88,7 +92,7 @@ async fn replica_session(
         loop {
             let view = *views.borrow_and_update();
             if let Err(e) = part.check_fetch(&view, offset) {
-                let _ = tx.send(Ok(replica_error(&e, view.log_start))).await;
+                let _ = tx.send((Ok(replica_error(&e, view.log_start)), None)).await;
                 return;
             }
             if view.log_end > offset {
@@ -101,17 +105,24 @@ async fn replica_session(
             }
         }
         let view = part.view();
-        let max_bytes = (request.max_bytes as usize).clamp(1, 64 * 1024 * 1024);
-        let batches = if view.log_end > offset {
+        let max_bytes = (request.max_bytes as usize).clamp(1, MAX_REPLICA_FETCH_BYTES);
+        let (batches, held) = if view.log_end > offset {
+            // Room for a whole answer first, from the replication budget.
+            let Some(room) = budget::room(&memory, max_bytes, tx.closed()).await else {
+                return;
+            };
             match part.read(offset, max_bytes, i64::MAX) {
-                Ok(b) => b,
+                Ok(b) => {
+                    let held = budget::keep(room, b.len());
+                    (b, Some(held))
+                }
                 Err(e) => {
-                    let _ = tx.send(Ok(replica_error(&e, view.log_start))).await;
+                    let _ = tx.send((Ok(replica_error(&e, view.log_start)), None)).await;
                     return;
                 }
             }
         } else {
-            Bytes::new()
+            (Bytes::new(), None)
         };
         part.record_answer(replica, view.log_end);
         let response = pb::ReplicaFetchResponse {
@@ -120,7 +131,7 @@ async fn replica_session(
             high_watermark: view.high_watermark,
             log_start_offset: view.log_start,
         };
-        if tx.send(Ok(response)).await.is_err() {
+        if tx.send((Ok(response), held)).await.is_err() {
             return;
         }
         request = match inbound.message().await {
@@ -138,13 +149,16 @@ impl pb::replication_server::Replication for BrokerService {
         &self,
         req: Request<Streaming<pb::ReplicaFetchRequest>>,
     ) -> Result<Response<Self::ReplicaFetchStream>, Status> {
-        let (tx, rx) = mpsc::channel(2);
+        // One answer queued: with the one the transport holds, two per stream at most, both
+        // counted in the replication budget.
+        let (tx, rx) = mpsc::channel(1);
         tokio::spawn(replica_session(
             Arc::clone(self.manager()),
             req.into_inner(),
             tx,
+            Arc::clone(self.replication_memory()),
         ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(budget::Budgeted::new(rx))))
     }
 
     async fn offset_for_leader_epoch(

@@ -14,45 +14,15 @@ use weir_proto::broker::v1 as pb;
 use weir_storage::batch::{BatchHeader, Batches};
 
 use super::{BrokerService, MAX_FETCH_BYTES};
+use crate::budget;
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use crate::wire::record_to_wire;
 
 pub(super) type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Status>> + Send>>;
 
-/// A fetch answer and its share of [`FETCH_MEMORY_BYTES`].
-type FetchItem = (
-    Result<pb::FetchResponse, Status>,
-    Option<tokio::sync::OwnedSemaphorePermit>,
-);
-
-/// The answers of one fetch stream, each holding its share of the fetch memory until the
-/// transport asks for the next one: an answer handed to a reader that does not read stays in
-/// the HTTP/2 send buffer, and is still counted.
-struct Budgeted {
-    rx: mpsc::Receiver<FetchItem>,
-    held: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl Stream for Budgeted {
-    type Item = Result<pb::FetchResponse, Status>;
-
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        // Asked for the next answer: the transport has taken the last one.
-        self.held = None;
-        match self.rx.poll_recv(cx) {
-            std::task::Poll::Ready(Some((answer, held))) => {
-                self.held = held;
-                std::task::Poll::Ready(Some(answer))
-            }
-            std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
-            std::task::Poll::Pending => std::task::Poll::Pending,
-        }
-    }
-}
+/// A fetch answer and its share of [`super::FETCH_MEMORY_BYTES`].
+type FetchItem = budget::Item<pb::FetchResponse>;
 
 /// The offset after the last batch in `bytes`.
 fn next_offset_after(bytes: &Bytes, fallback: i64) -> i64 {
@@ -98,18 +68,13 @@ async fn fetch_loop(
                 return;
             }
             let (bytes, held) = if view.high_watermark > offset {
-                // Room for a whole answer first (max_bytes <= MAX_FETCH_BYTES fits in u32).
-                let room = tokio::select! {
-                    room = Arc::clone(&memory).acquire_many_owned(max_bytes as u32) => room,
-                    _ = tx.closed() => return,
-                };
-                let Ok(mut room) = room else {
+                // Room for a whole answer first.
+                let Some(room) = budget::room(&memory, max_bytes, tx.closed()).await else {
                     return;
                 };
                 match part.read(offset, max_bytes, view.high_watermark) {
                     Ok(bytes) => {
-                        // Keep what the answer holds; give the rest back now.
-                        let held = room.split(bytes.len()).unwrap_or(room);
+                        let held = budget::keep(room, bytes.len());
                         (bytes, Some(held))
                     }
                     Err(e) => {
@@ -180,6 +145,6 @@ impl BrokerService {
                 let _ = tx.send((Ok(e.answer()), None)).await;
             }
         }
-        Box::pin(Budgeted { rx, held: None })
+        Box::pin(budget::Budgeted::new(rx))
     }
 }

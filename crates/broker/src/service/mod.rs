@@ -49,6 +49,11 @@ pub const MAX_METADATA_TOPICS: usize = 10_000;
 /// most this (they slow every consumer down meanwhile, as Kafka's `queued.max.request.bytes`
 /// does), not their number times their answers (200 such streams took a node to 3.2 GB).
 pub const FETCH_MEMORY_BYTES: usize = 256 * 1024 * 1024;
+/// Bytes of replica fetch answers a leader holds at once (read and not yet taken by the
+/// transport), as [`FETCH_MEMORY_BYTES`] is for consumers but a budget of its own: consumers
+/// cannot starve replication, and streams posing as followers that never read cost the node
+/// at most this (each could hold two 64 MiB answers before).
+pub const REPLICATION_MEMORY_BYTES: usize = 512 * 1024 * 1024;
 /// Largest fetch answer, whatever a client asks for.
 pub const MAX_FETCH_BYTES: usize = 8 * 1024 * 1024;
 
@@ -62,6 +67,8 @@ pub struct BrokerService {
     in_flight: Arc<Semaphore>,
     /// Bytes of fetch answers read and not yet taken by the transport ([`FETCH_MEMORY_BYTES`]).
     fetch_memory: Arc<Semaphore>,
+    /// The same for replica fetch answers ([`REPLICATION_MEMORY_BYTES`]).
+    replication_memory: Arc<Semaphore>,
 }
 
 impl BrokerService {
@@ -70,12 +77,18 @@ impl BrokerService {
         &self.manager
     }
 
+    /// The replication answers' budget ([`REPLICATION_MEMORY_BYTES`]).
+    pub(crate) fn replication_memory(&self) -> &Arc<Semaphore> {
+        &self.replication_memory
+    }
+
     /// Services over `manager`.
     pub fn new(manager: Arc<ReplicaManager>) -> Self {
         Self {
             manager,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES)),
             fetch_memory: Arc::new(Semaphore::new(FETCH_MEMORY_BYTES)),
+            replication_memory: Arc::new(Semaphore::new(REPLICATION_MEMORY_BYTES)),
         }
     }
 

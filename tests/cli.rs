@@ -1,7 +1,8 @@
 //! The `weir` command-line tool, run as a real process against real `weir-server` processes:
 //! the whole life of a topic (create → describe → produce 10,000 keyed lines → consume them
-//! back in per-partition order → delete), and the documented errors and exit codes for bad
-//! flags, unknown topics and an unreachable cluster.
+//! back in per-partition order → delete), the documented errors and exit codes for bad
+//! flags, unknown topics and an unreachable cluster, and every example command line of every
+//! `--help` run against a live cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 // The serial() guard is held across awaits on purpose: it keeps cluster tests one at a time.
 #![allow(clippy::await_holding_lock)]
@@ -11,11 +12,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::{free_port, serial, Cluster, STARTUP};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weir_common::sync::MutexExt;
 
 /// The `weir` binary. It belongs to another package, so cargo does not build it for this
 /// test: it is built here, once per test process, into the same target directory and
@@ -678,4 +680,523 @@ async fn produce_keeps_retrying_through_a_leader_kill() {
         missing.is_empty(),
         "acknowledged records missing, e.g. {missing:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The help texts' examples
+// ---------------------------------------------------------------------------------------------
+
+/// The lines of a help text's `title` section (`Examples:`, `Commands:`), trimmed: the lines
+/// indented by exactly two spaces after the title, up to the first line that is not.
+fn help_section(help: &str, title: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim_end() != title)
+        .skip(1)
+        .take_while(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+/// Every example line of every `--help`: `weir --help` and, through the `Commands:` lists,
+/// every subcommand's; each with the command whose help shows it.
+async fn help_examples() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut queue: std::collections::VecDeque<Vec<String>> = [Vec::new()].into();
+    let mut seen = 0;
+    while let Some(path) = queue.pop_front() {
+        seen += 1;
+        assert!(seen < 50, "more commands than expected: {path:?}");
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = weir_ok("127.0.0.1:1", &args).await.stdout;
+        let command = ["weir"]
+            .into_iter()
+            .chain(path.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let examples = help_section(&help, "Examples:");
+        let subcommands = help_section(&help, "Commands:");
+        // A command one runs (not a group of them) shows how to run it.
+        assert!(
+            !examples.is_empty() || !subcommands.is_empty(),
+            "`{command} --help` has no examples:\n{help}"
+        );
+        for line in examples {
+            assert!(
+                line.contains("weir "),
+                "`{command} --help`: example `{line}` runs no weir"
+            );
+            out.push((command.clone(), line));
+        }
+        for line in subcommands {
+            let name = line.split_whitespace().next().unwrap().to_owned();
+            if name != "help" {
+                let mut sub = path.clone();
+                sub.push(name);
+                queue.push_back(sub);
+            }
+        }
+    }
+    out
+}
+
+/// Splits a shell line at `sep` outside quotes.
+fn split_unquoted(line: &str, sep: char) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut quote = None;
+    for c in line.chars() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), _) if c == q => quote = None,
+            (None, _) if c == sep => {
+                parts.push(String::new());
+                continue;
+            }
+            _ => {}
+        }
+        parts.last_mut().unwrap().push(c);
+    }
+    parts
+}
+
+/// A shell command's words, quotes removed (enough for the examples: no escapes).
+fn shell_words(command: &str) -> Vec<String> {
+    split_unquoted(command, ' ')
+        .into_iter()
+        .filter(|w| !w.is_empty())
+        .map(|w| w.replace(['\'', '"'], ""))
+        .collect()
+}
+
+/// `line` with every address list in it (`10.0.0.1:9700,10.0.0.2:9700`, as in
+/// `--bootstrap` and `WEIR_BOOTSTRAP=`) replaced by `bootstrap`.
+fn with_bootstrap(line: &str, bootstrap: &str) -> String {
+    let is_address = |s: &str| {
+        s.split(',').all(|a| {
+            a.rsplit_once(':').is_some_and(|(host, port)| {
+                host.parse::<std::net::Ipv4Addr>().is_ok() && port.parse::<u16>().is_ok()
+            })
+        })
+    };
+    let mut out = String::new();
+    let mut run = String::new();
+    for c in line.chars().chain(std::iter::once('\n')) {
+        if c.is_ascii_digit() || matches!(c, '.' | ':' | ',') {
+            run.push(c);
+            continue;
+        }
+        if is_address(&run) {
+            out.push_str(bootstrap);
+        } else {
+            out.push_str(&run);
+        }
+        run.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
+/// What one example needs from the cluster, read off its `weir …` words.
+#[derive(Debug)]
+struct ExampleCommand {
+    /// The subcommand words (`topic create`, `consume`).
+    path: Vec<String>,
+    /// The topic it names, if any.
+    topic: Option<String>,
+    /// Its flags and their values, by name (`--max-messages` → `100`; a bare flag → "").
+    flags: BTreeMap<String, String>,
+    /// The broker it names (`cluster unregister-broker ID`).
+    broker: Option<u64>,
+}
+
+impl ExampleCommand {
+    fn parse(words: &[String]) -> Self {
+        let mut path = Vec::new();
+        let mut topic = None;
+        let mut flags = BTreeMap::new();
+        let mut broker = None;
+        let mut i = 0;
+        while i < words.len() {
+            let w = &words[i];
+            if let Some(flag) = w.strip_prefix('-') {
+                let value = words.get(i + 1).filter(|v| !v.starts_with('-'));
+                flags.insert(format!("-{flag}"), value.cloned().unwrap_or_default());
+                i += 1 + usize::from(value.is_some());
+                continue;
+            }
+            let names_topic = matches!(
+                path.iter().map(String::as_str).collect::<Vec<_>>()[..],
+                ["produce"] | ["consume"] | ["topic", "create" | "describe" | "delete" | "alter"]
+            );
+            let names_broker = path
+                .iter()
+                .map(String::as_str)
+                .eq(["cluster", "unregister-broker"]);
+            if names_topic && topic.is_none() {
+                topic = Some(w.clone());
+            } else if names_broker && broker.is_none() {
+                broker = Some(w.parse().unwrap());
+            } else if topic.is_none() && broker.is_none() {
+                path.push(w.clone());
+            }
+            i += 1;
+        }
+        Self {
+            path,
+            topic,
+            flags,
+            broker,
+        }
+    }
+
+    fn is(&self, path: &[&str]) -> bool {
+        self.path
+            .iter()
+            .map(String::as_str)
+            .eq(path.iter().copied())
+    }
+}
+
+/// Topic names, through `weir topic list --output json`.
+async fn topic_names(b: &str) -> Vec<String> {
+    let listed = weir_ok(b, &["topic", "list", "--output", "json"])
+        .await
+        .json();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// High watermarks of `topic`'s partitions, through `weir topic describe`.
+async fn high_watermarks(b: &str, topic: &str) -> Vec<i64> {
+    let described = weir_ok(b, &["topic", "describe", topic, "-o", "json"])
+        .await
+        .json();
+    described["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["high_watermark"].as_i64().unwrap())
+        .collect()
+}
+
+/// Records every partition of a topic an example consumes holds before it runs: enough for
+/// `--partition 2 --offset 1500 --max-messages 10`.
+const EXAMPLE_RECORDS_PER_PARTITION: i64 = 1600;
+
+/// The state of broker `id` in `weir cluster describe` ("active", "fenced"), `None` when it
+/// is not listed.
+async fn broker_state(b: &str, id: u64) -> Option<String> {
+    let described = weir_ok(b, &["cluster", "describe", "-o", "json"])
+        .await
+        .json();
+    described["brokers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|broker| broker["id"] == id)
+        .map(|broker| broker["state"].as_str().unwrap().to_owned())
+}
+
+/// Makes the cluster what `example` expects: the broker it unregisters gone (killed, and
+/// fenced once its session expired), the topic it creates absent, the topic it uses present
+/// (4 partitions, RF 3), and the one it consumes filled.
+async fn prepare_for(cluster: &mut Cluster, b: &str, example: &ExampleCommand) {
+    if let Some(id) = example.broker {
+        cluster.kill(id);
+        let deadline = Instant::now() + STARTUP;
+        while broker_state(b, id).await.as_deref() != Some("fenced") {
+            assert!(
+                Instant::now() < deadline,
+                "broker {id} not fenced within {STARTUP:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let Some(topic) = &example.topic else {
+        return;
+    };
+    let exists = topic_names(b).await.contains(topic);
+    if example.is(&["topic", "create"]) {
+        if exists {
+            weir_ok(b, &["topic", "delete", topic]).await;
+            let deadline = Instant::now() + STARTUP;
+            while topic_names(b).await.contains(topic) {
+                assert!(
+                    Instant::now() < deadline,
+                    "`{topic}` not deleted within {STARTUP:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        return;
+    }
+    if !exists {
+        weir_ok(b, &["topic", "create", topic, "-p", "4", "-r", "3"]).await;
+    }
+    if example.is(&["consume"]) {
+        for (p, hw) in high_watermarks(b, topic).await.into_iter().enumerate() {
+            let missing = EXAMPLE_RECORDS_PER_PARTITION - hw;
+            if missing > 0 {
+                let lines: String = (0..missing).map(|i| format!("fixture-{p}-{i}\n")).collect();
+                let p = p.to_string();
+                let run = weir_run(b, &["produce", topic, "--partition", &p], lines.as_bytes())
+                    .await
+                    .ok();
+                assert!(run.stderr.ends_with(" (0 failed)\n"), "{run:?}");
+            }
+        }
+    }
+}
+
+/// Kills a process group it started when dropped: an example's shell and everything in it.
+struct ProcessGroup(u32);
+
+impl ProcessGroup {
+    fn signal(&self, signal: &str) {
+        // Quiet: the group may be gone already.
+        let _ = std::process::Command::new("kill")
+            .args([signal, "--", &format!("-{}", self.0)])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.signal("-KILL");
+    }
+}
+
+/// Every example command line in every `--help` runs against a live 3-node cluster (the
+/// examples create topics with replication factor 3) and exits 0: each line is run as it is
+/// written by bash (with `set -o pipefail`, so a failing `weir` in a pipeline fails it), the
+/// example addresses replaced by the cluster's, `weir` on the PATH and WEIR_BOOTSTRAP set,
+/// in a folder holding the files the examples read. Before each, the topic it creates is
+/// removed and the topic it uses is created and filled. What each reports is checked where
+/// it is known: a produce reports every input line produced and none failed, a consume with
+/// --max-messages N reports N records, one ending on --idle-timeout-ms all the records from
+/// where it started. An example that consumes until Ctrl-C gets a record produced after it
+/// started, then SIGINT, and must print that record and exit 0.
+#[tokio::test]
+async fn every_example_in_the_help_texts_runs_against_a_live_cluster() {
+    let _serial = serial();
+    let examples = help_examples().await;
+    // Three voters, and a fourth (broker-only) node for `cluster unregister-broker 4` to
+    // remove once it is gone; the bootstrap list leaves it out.
+    let mut cluster = Cluster::start(3, 1, &[]);
+    cluster.wait_healthy(STARTUP).await;
+    cluster.wait_active_brokers(1, 4, STARTUP).await;
+    let bootstrap = cluster.broker_addrs()[..3].join(",");
+    let b = bootstrap.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("events.txt"),
+        "imported one\nimported two\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("orders.txt"), "order 1\norder 2\norder 3\n").unwrap();
+    let path = format!(
+        "{}:{}",
+        weir().parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let has_jq = std::process::Command::new("jq")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_jq {
+        eprintln!("jq is not installed: `| jq …` stages are left out and the JSON checked here");
+    }
+
+    for (under, example) in &examples {
+        let line = with_bootstrap(example, b);
+        let stages = split_unquoted(&line, '|');
+        let at = stages
+            .iter()
+            .position(|s| {
+                shell_words(s)
+                    .iter()
+                    .find(|w| !w.contains('='))
+                    .is_some_and(|w| w == "weir")
+            })
+            .unwrap_or_else(|| panic!("`{example}` (under {under}) runs no weir"));
+        // The weir words, without the environment assignments before them.
+        let words = shell_words(&stages[at]);
+        let words = &words[words.iter().position(|w| w == "weir").unwrap()..];
+        let (weir_words, redirect) = match words.iter().position(|w| w == "<") {
+            Some(i) => (&words[..i], words.get(i + 1).cloned()),
+            None => (words, None),
+        };
+        let command = ExampleCommand::parse(&weir_words[1..]);
+        let piped_to_jq = stages.len() > at + 1;
+        let script = if piped_to_jq && !has_jq {
+            stages[..=at].join("|")
+        } else {
+            line.clone()
+        };
+        // Lines of input a produce gets: from the stages before it, or the file it reads.
+        let input_lines = if at > 0 {
+            let out = std::process::Command::new("bash")
+                .args(["-c", &stages[..at].join("|")])
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            Some(String::from_utf8(out.stdout).unwrap().lines().count())
+        } else {
+            redirect.map(|file| {
+                std::fs::read_to_string(dir.path().join(file))
+                    .unwrap()
+                    .lines()
+                    .count()
+            })
+        };
+        prepare_for(&mut cluster, b, &command).await;
+        let records_before: i64 = match &command.topic {
+            Some(t) if command.is(&["consume"]) => high_watermarks(b, t).await.iter().sum(),
+            _ => 0,
+        };
+        let until_ctrl_c = command.is(&["consume"])
+            && !command.flags.contains_key("--max-messages")
+            && !command.flags.contains_key("--idle-timeout-ms");
+
+        let mut child = tokio::process::Command::new("bash")
+            .args(["-o", "pipefail", "-c", &script])
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .env("WEIR_BOOTSTRAP", b)
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let group = ProcessGroup(child.id().unwrap());
+        // Input for an example that reads the terminal.
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"typed one\ntyped two\n").await.unwrap();
+        drop(stdin);
+        let mut stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        // Stdout as it comes, so that a consume running until Ctrl-C can be watched.
+        let printed: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let out = {
+            let printed = Arc::clone(&printed);
+            tokio::spawn(async move {
+                let mut chunk = vec![0u8; 1 << 16];
+                loop {
+                    let n = stdout.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    printed.locked().extend_from_slice(&chunk[..n]);
+                }
+            })
+        };
+        let err = tokio::spawn(async move {
+            let mut s = Vec::new();
+            stderr.read_to_end(&mut s).await.unwrap();
+            s
+        });
+        let marker = format!("marker-{}", std::process::id());
+        if until_ctrl_c {
+            // A record produced after it started must reach it; one reading from the latest
+            // offset only sees those produced after it asked where the end is, so a marker
+            // is produced every half second until one is printed. Then Ctrl-C.
+            let topic = command.topic.clone().unwrap();
+            let shows_marker = || String::from_utf8_lossy(&printed.locked()).contains(&marker);
+            let deadline = Instant::now() + STARTUP;
+            while !shows_marker() {
+                assert!(
+                    Instant::now() < deadline,
+                    "`{example}` printed none of the records produced while it ran"
+                );
+                let line = format!("{marker}\n");
+                weir_run(b, &["produce", &topic], line.as_bytes())
+                    .await
+                    .ok();
+                let wait_until = Instant::now() + Duration::from_millis(500);
+                while !shows_marker() && Instant::now() < wait_until {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            group.signal("-INT");
+        }
+        let status = tokio::time::timeout(Duration::from_secs(120), child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("`{example}` did not finish within 2 minutes"))
+            .unwrap();
+        out.await.unwrap();
+        let run = Run {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8(std::mem::take(&mut *printed.locked())).unwrap(),
+            stderr: String::from_utf8(err.await.unwrap()).unwrap(),
+        };
+        drop(group);
+        assert_eq!(
+            run.code, 0,
+            "`{example}` (under {under}) as `{script}`: {run:?}"
+        );
+        assert!(!run.stderr.contains("error"), "`{example}`: {run:?}");
+        if piped_to_jq && !has_jq {
+            let values =
+                serde_json::Deserializer::from_str(&run.stdout).into_iter::<serde_json::Value>();
+            let values: Result<Vec<_>, _> = values.collect();
+            assert!(
+                values.is_ok_and(|v| !v.is_empty()),
+                "`{example}`: stdout is not JSON: {run:?}"
+            );
+        }
+
+        let topic = command.topic.as_deref().unwrap_or_default();
+        let plural = |n: i64| if n == 1 { "record" } else { "records" };
+        if command.is(&["produce"]) {
+            let n = input_lines.unwrap_or(2) as i64;
+            assert_eq!(
+                run.stderr,
+                format!("produced {n} {} to {topic} (0 failed)\n", plural(n)),
+                "`{example}`"
+            );
+        }
+        if command.is(&["consume"]) {
+            let want = if let Some(max) = command.flags.get("--max-messages") {
+                Some(max.parse::<i64>().unwrap())
+            } else if until_ctrl_c {
+                None
+            } else {
+                // Reading on until idle: everything from where it started.
+                match command.flags.get("--offset").map(String::as_str) {
+                    None | Some("earliest") => Some(records_before),
+                    Some(other) => panic!("`{example}`: no expectation for --offset {other}"),
+                }
+            };
+            let consumed = run
+                .stderr
+                .strip_prefix("consumed ")
+                .and_then(|s| s.split(' ').next())
+                .and_then(|n| n.parse::<i64>().ok())
+                .unwrap_or_else(|| panic!("`{example}`: no count on stderr: {run:?}"));
+            assert_eq!(
+                run.stderr,
+                format!("consumed {consumed} {} from {topic}\n", plural(consumed)),
+                "`{example}`"
+            );
+            if let Some(want) = want {
+                assert_eq!(consumed, want, "`{example}`: {run:?}");
+            }
+            if !piped_to_jq {
+                assert_eq!(run.stdout.lines().count() as i64, consumed, "`{example}`");
+            }
+        }
+        if let Some(id) = command.broker {
+            assert_eq!(run.stdout, format!("Unregistered broker {id}.\n"));
+            assert_eq!(broker_state(b, id).await, None, "broker {id} still listed");
+        }
+        eprintln!("ok: {example}");
+    }
 }

@@ -19,7 +19,7 @@ pub enum TopicCommand {
 Examples:
   weir topic create orders
   weir topic create orders --partitions 6 --replication-factor 3
-  weir topic create audit -p 3 --config retention.ms=604800000 --config cleanup.policy=compact
+  weir topic create audit -p 3 --config retention.ms=604800000 --config retention.bytes=1073741824
 
 Without --replication-factor, a topic gets min(3, active brokers) replicas per partition.")]
     Create(CreateArgs),

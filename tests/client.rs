@@ -184,7 +184,7 @@ async fn admin_produce_consume_seek_and_errors_on_one_node() {
         .create_topic("bad", 0, 1, BTreeMap::new())
         .await
         .unwrap_err();
-    assert!(err.code().is_some(), "{err}");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidPartitions), "{err}");
 
     let producer = Producer::connect(config.clone(), ProducerConfig::default())
         .await
@@ -234,14 +234,13 @@ async fn admin_produce_consume_seek_and_errors_on_one_node() {
         acked.push(d.await.unwrap());
     }
     eprintln!("produced {N} keyed records in {:?}", started.elapsed());
+    // Each partition's records take its offsets from 0 on, in send order.
+    let mut next = [0i64; 3];
     for (i, m) in acked.iter().enumerate() {
         let key = format!("key-{}", i % 500);
-        assert_eq!(
-            m.partition,
-            partition_for_key(key.as_bytes(), 3),
-            "record {i}"
-        );
-        assert!(m.offset >= 0);
+        let p = partition_for_key(key.as_bytes(), 3);
+        assert_eq!((m.partition, m.offset), (p, next[p as usize]), "record {i}");
+        next[p as usize] += 1;
     }
     assert_eq!(producer.buffered_bytes(), 0);
 
@@ -306,10 +305,23 @@ async fn admin_produce_consume_seek_and_errors_on_one_node() {
     for d in later {
         later_md.push(d.await.unwrap());
     }
-    assert_eq!(later_md[0].offset, hw0);
+    for (i, m) in later_md.iter().enumerate() {
+        let i = i as i64;
+        assert_eq!(
+            (m.partition, m.offset, m.timestamp),
+            (0, hw0 + i, base_ts + i * 1000)
+        );
+    }
     let got = read_n(&mut seeker, 5, Duration::from_secs(20)).await;
-    assert_eq!(text(&got[0].value), "late-0");
-    assert_eq!(got[4].offset, hw0 + 4);
+    for (i, r) in got.iter().enumerate() {
+        let want = (
+            0,
+            hw0 + i as i64,
+            format!("late-{i}"),
+            later_md[i].timestamp,
+        );
+        assert_eq!((r.partition, r.offset, text(&r.value), r.timestamp), want);
+    }
     seeker
         .seek("keyed", 0, Offset::Timestamp(base_ts + 2500))
         .await
@@ -317,8 +329,13 @@ async fn admin_produce_consume_seek_and_errors_on_one_node() {
     assert_eq!(seeker.position("keyed", 0), Some(hw0 + 3));
     let got = read_n(&mut seeker, 2, Duration::from_secs(20)).await;
     assert_eq!(
-        got.iter().map(|r| text(&r.value)).collect::<Vec<_>>(),
-        ["late-3", "late-4"]
+        got.iter()
+            .map(|r| (r.offset, text(&r.value)))
+            .collect::<Vec<_>>(),
+        [
+            (hw0 + 3, "late-3".to_string()),
+            (hw0 + 4, "late-4".to_string())
+        ]
     );
     // A timestamp after every record: Latest.
     seeker
@@ -333,7 +350,10 @@ async fn admin_produce_consume_seek_and_errors_on_one_node() {
         Err(weir_client::Error::InvalidInput(_))
     ));
     let got = read_n(&mut seeker, 1, Duration::from_secs(20)).await;
-    assert_eq!(text(&got[0].value), "late-1");
+    assert_eq!(
+        (got[0].offset, text(&got[0].value)),
+        (hw0 + 1, "late-1".to_string())
+    );
 
     // Reading past the end: OFFSET_OUT_OF_RANGE as a server error.
     seeker

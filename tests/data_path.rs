@@ -30,5 +30,9 @@ mod min_insync;
 mod preallocation;
 #[path = "data_path/produce_consume.rs"]
 mod produce_consume;
+#[path = "data_path/replica_lifecycle.rs"]
+mod replica_lifecycle;
+#[path = "data_path/replication_rpcs.rs"]
+mod replication_rpcs;
 #[path = "data_path/unclean_election.rs"]
 mod unclean_election;

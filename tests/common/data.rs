@@ -168,7 +168,8 @@ pub fn leader_of(md: &bpb::MetadataResponse, topic: &str, partition: u32) -> Opt
 }
 
 /// Waits until Metadata answered by every running node shows each of the `partitions` of
-/// `topic` with a leader and exactly `isr` in-sync replicas; returns the first node's answer.
+/// `topic` with a leader and exactly `isr` in-sync replicas, and each leader leads on its
+/// broker ([`wait_leading`]); returns the first node's answer.
 pub async fn wait_topic_ready(
     cluster: &mut Cluster,
     topic: &str,
@@ -196,7 +197,12 @@ pub async fn wait_topic_ready(
         .await;
         first.get_or_insert(md);
     }
-    first.expect("no running node")
+    let md = first.expect("no running node");
+    for p in 0..partitions {
+        let (_, addr) = leader_of(&md, topic, p).expect("a leader");
+        wait_leading(&super::broker_client_at(&addr), topic, p).await;
+    }
+    md
 }
 
 /// Waits for the leader of `topic`/`partition` as some running node sees it (not `not`).
@@ -392,4 +398,41 @@ pub fn disk_records(data_dir: &Path, topic: &str, partition: u32) -> Vec<Record>
         }
     }
     out
+}
+
+/// A client of the replication service (ReplicaFetch, OffsetForLeaderEpoch) at `addr`
+/// (host:port; lazy: never blocks), unary calls bounded at 10 s.
+pub fn replication_client_at(
+    addr: &str,
+) -> weir_proto::broker::v1::replication_client::ReplicationClient<Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy();
+    weir_proto::broker::v1::replication_client::ReplicationClient::new(channel)
+}
+
+/// Waits until the broker behind `client` leads `topic`/`partition` itself (ListOffsets
+/// answers without error): Metadata names a leader as soon as the broker has the metadata,
+/// a moment before that broker has made its replica the leader.
+pub async fn wait_leading(client: &BrokerClient<Channel>, topic: &str, partition: u32) {
+    let what = format!("the broker leading {topic}-{partition}");
+    wait_for(&what, STARTUP, || {
+        let mut c = client.clone();
+        let topic = topic.to_owned();
+        async move {
+            let r = c
+                .list_offsets(bpb::ListOffsetsRequest {
+                    topic,
+                    partition,
+                    timestamp: -1,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            r.error.is_none().then_some(())
+        }
+    })
+    .await;
 }

@@ -1,10 +1,11 @@
 //! `weir`: the command-line tool for a Weir cluster.
 //!
-//! One module per command group — [`cluster`], [`topic`], [`produce`], [`consume`] — each with
+//! One module per command group — [`cluster`], [`topic`], [`produce`], [`consume`], [`bench`] — each with
 //! its clap arguments and an async `run`; [`output`] renders aligned tables and JSON, and
 //! [`error`] turns every failure into one line on stderr and a documented exit code. The tool
 //! speaks to the cluster only through the `weir-client` crate.
 
+mod bench;
 mod cluster;
 mod consume;
 mod error;
@@ -77,6 +78,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Consume records and print them on standard output.
     Consume(consume::ConsumeArgs),
+    /// Measure produce, consume and end-to-end speed through the client.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// What every command needs: where the cluster is and how to print.
@@ -127,6 +131,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Topic(cmd) => topic::run(cmd, &ctx).await,
         Command::Produce(args) => produce::run(args, &ctx).await,
         Command::Consume(args) => consume::run(args, &ctx).await,
+        Command::Bench(cmd) => bench::run(cmd, &ctx).await,
     }
 }
 

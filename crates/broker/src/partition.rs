@@ -848,3 +848,211 @@ impl Partition {
         Ok(retired)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The leader's replication bookkeeping, on a real log in a temp directory: the high
+    //! watermark as the least log end over the (maximal) ISR, ISR expansion once a follower has
+    //! caught up, and follower positions the leader's log does not hold refused.
+
+    use super::*;
+    use weir_proto::common::v1::ErrorCode;
+    use weir_storage::{BatchBuilder, Compression, Record};
+
+    /// This broker, leading in the tests.
+    const ME: NodeId = 1;
+    /// The broker epoch followers fetch with (recorded in an ISR expansion).
+    const BROKER_EPOCH: u64 = 7;
+
+    fn partition(dir: &Path) -> Partition {
+        Partition::open(dir, "t", 0, "topic-id", ME, LogConfig::default()).unwrap()
+    }
+
+    /// One batch of `n` records, stamped now.
+    fn batch(n: usize) -> Bytes {
+        let mut builder = BatchBuilder::new(Compression::None);
+        for i in 0..n {
+            builder.push(&Record {
+                timestamp: weir_common::now_ms(),
+                value: Some(Bytes::from(format!("v{i}"))),
+                ..Record::default()
+            });
+        }
+        builder.build(0).unwrap()
+    }
+
+    fn hw(p: &Partition) -> i64 {
+        p.view().high_watermark
+    }
+
+    /// Follower `r` reports log end `at` in `epoch`; expects it accepted.
+    fn fetched(p: &Partition, r: NodeId, epoch: i32, at: i64) -> Option<IsrChange> {
+        p.record_follower_fetch(r, epoch, at, BROKER_EPOCH)
+            .unwrap_or_else(|e| panic!("follower {r} at {at}: {e}"))
+    }
+
+    #[test]
+    fn the_high_watermark_is_the_least_log_end_over_the_isr_and_never_goes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path());
+        p.make_leader(0, 0, &[1, 2, 3], &[1, 2, 3], 1).unwrap();
+        p.append_as_leader(batch(10), false).unwrap();
+        assert_eq!(p.view().log_end, 10);
+        assert_eq!(hw(&p), 0, "no follower has fetched: nothing is committed");
+        // A follower whose position is not known yet holds the HW where it is.
+        assert_eq!(fetched(&p, 2, 0, 10), None);
+        assert_eq!(hw(&p), 0, "follower 3 has not fetched in this epoch");
+        assert_eq!(fetched(&p, 3, 0, 4), None);
+        assert_eq!(hw(&p), 4, "min(10, 10, 4)");
+        assert_eq!(fetched(&p, 3, 0, 10), None);
+        assert_eq!(hw(&p), 10, "every ISR member has everything");
+        // A follower that reports less again (it truncated) does not take the HW back.
+        assert_eq!(fetched(&p, 2, 0, 6), None);
+        assert_eq!(hw(&p), 10, "the HW never moves backwards");
+        p.append_as_leader(batch(5), false).unwrap();
+        assert_eq!(fetched(&p, 3, 0, 15), None);
+        assert_eq!(hw(&p), 10, "follower 2 at 6 holds it at the old HW");
+        assert_eq!(fetched(&p, 2, 0, 12), None);
+        assert_eq!(hw(&p), 12);
+    }
+
+    #[test]
+    fn a_replica_outside_the_isr_does_not_hold_the_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path());
+        p.make_leader(0, 0, &[1, 2, 3], &[1, 2], 1).unwrap();
+        p.append_as_leader(batch(8), false).unwrap();
+        assert_eq!(fetched(&p, 2, 0, 8), None);
+        assert_eq!(
+            hw(&p),
+            8,
+            "follower 3, out of the ISR and silent, does not count"
+        );
+        // A leader alone in its ISR commits what it appends.
+        let dir = tempfile::tempdir().unwrap();
+        let alone = partition(dir.path());
+        alone.make_leader(0, 0, &[1, 2], &[1], 1).unwrap();
+        alone.append_as_leader(batch(3), false).unwrap();
+        assert_eq!(hw(&alone), 3);
+    }
+
+    #[test]
+    fn a_follower_that_caught_up_is_proposed_for_the_isr_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path());
+        p.make_leader(0, 4, &[1, 2, 3], &[1, 2], 1).unwrap();
+        p.append_as_leader(batch(10), false).unwrap();
+        assert_eq!(fetched(&p, 2, 0, 10), None, "already in the ISR");
+        assert_eq!(hw(&p), 10);
+        assert_eq!(fetched(&p, 3, 0, 5), None, "below the HW: not caught up");
+        let change = fetched(&p, 3, 0, 10).expect("caught up: an expansion");
+        assert_eq!(
+            change,
+            IsrChange {
+                leader_epoch: 0,
+                partition_epoch: 4,
+                isr: vec![1, 2, 3],
+                added: vec![(3, BROKER_EPOCH)],
+            }
+        );
+        assert_eq!(
+            fetched(&p, 3, 0, 10),
+            None,
+            "one change in flight at a time"
+        );
+        // While it is in flight the new member counts for the HW (the maximal ISR, KIP-497):
+        // the controller may elect it as soon as it commits the change.
+        p.append_as_leader(batch(5), false).unwrap();
+        assert_eq!(fetched(&p, 2, 0, 15), None);
+        assert_eq!(hw(&p), 10, "the proposed member, at 10, holds the HW");
+        // The controller applies it; the leader adopts the ISR and proposes nothing more.
+        p.isr_change_done(Some((0, 5, vec![1, 2, 3])));
+        assert_eq!(fetched(&p, 3, 0, 15), None);
+        assert_eq!(hw(&p), 15);
+        assert_eq!(
+            p.isr_shrink(Duration::from_secs(60)),
+            None,
+            "every member is in sync"
+        );
+    }
+
+    #[test]
+    fn a_refused_expansion_can_be_proposed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path());
+        p.make_leader(0, 0, &[1, 2], &[1], 1).unwrap();
+        p.append_as_leader(batch(2), false).unwrap();
+        assert!(fetched(&p, 2, 0, 2).is_some());
+        // The controller refused it (no state for this epoch): the flag clears, the ISR stays.
+        p.isr_change_done(None);
+        let again = fetched(&p, 2, 0, 2).expect("proposed again");
+        assert_eq!(again.isr, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_follower_below_the_first_offset_of_the_leaders_epoch_is_not_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path());
+        // Ten records written in epoch 0, then this replica leads epoch 1 from offset 10.
+        p.make_leader(0, 0, &[1, 3], &[1], 1).unwrap();
+        p.append_as_leader(batch(10), false).unwrap();
+        p.make_leader(1, 1, &[1, 3], &[1], 1).unwrap();
+        assert_eq!(hw(&p), 10);
+        // At 5 the follower may still hold a tail of epoch 0 that this leader never had
+        // (KAFKA-7128): not in sync, even though it is inside the log.
+        assert_eq!(fetched(&p, 3, 1, 5), None);
+        let change = fetched(&p, 3, 1, 10).expect("at the epoch's start: an expansion");
+        assert_eq!((change.leader_epoch, change.isr), (1, vec![1, 3]));
+    }
+
+    #[test]
+    fn follower_positions_outside_the_leaders_log_are_refused_and_recorded_nowhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path());
+        // The log starts at 50 (as after retention): a follower that empties itself there.
+        assert!(p.make_follower(Some(2), 0));
+        p.reset_to(50, 2, 0).unwrap();
+        p.make_leader(1, 0, &[1, 2], &[1, 2], 1).unwrap();
+        p.append_as_leader(batch(10), false).unwrap();
+        let view = p.view();
+        assert_eq!(
+            (view.log_start, view.log_end, view.high_watermark),
+            (50, 60, 50)
+        );
+        for at in [61, 1_000, 49, 0, -1] {
+            let e = p.record_follower_fetch(2, 1, at, BROKER_EPOCH).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::OffsetOutOfRange, "position {at}: {e}");
+            assert_eq!(hw(&p), 50, "position {at} moved the HW");
+        }
+        // Both ends of the log are positions a follower may hold.
+        assert_eq!(fetched(&p, 2, 1, 50), None);
+        assert_eq!(hw(&p), 50);
+        assert_eq!(fetched(&p, 2, 1, 60), None);
+        assert_eq!(hw(&p), 60);
+    }
+
+    #[test]
+    fn fetches_in_another_epoch_or_from_a_stranger_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path());
+        p.make_leader(3, 0, &[1, 2], &[1, 2], 1).unwrap();
+        p.append_as_leader(batch(4), false).unwrap();
+        let code = |r: NodeId, epoch: i32| {
+            p.record_follower_fetch(r, epoch, 4, BROKER_EPOCH)
+                .unwrap_err()
+                .code()
+        };
+        assert_eq!(code(2, 2), ErrorCode::FencedLeaderEpoch, "an older epoch");
+        assert_eq!(code(2, 4), ErrorCode::UnknownLeaderEpoch, "a newer epoch");
+        assert_eq!(code(9, 3), ErrorCode::InvalidRequest, "not a replica");
+        assert_eq!(hw(&p), 0, "none of them moved the HW");
+        // A follower is no leader to fetch from.
+        let dir = tempfile::tempdir().unwrap();
+        let follower = partition(dir.path());
+        follower.make_follower(Some(2), 3);
+        let e = follower
+            .record_follower_fetch(3, 3, 0, BROKER_EPOCH)
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::NotLeaderOrFollower);
+    }
+}

@@ -61,13 +61,13 @@ impl BrokerService {
             result
         });
         if req.acks == 0 {
-            // acks=0 answers at once; the producer asked not to hear about the append.
-            let (topic, index) = (req.topic.clone(), req.partition);
-            tokio::spawn(async move {
-                if let Ok(Err(e)) = append.await {
-                    tracing::debug!(%topic, partition = index, error = %e, "acks=0 append failed");
-                }
-            });
+            // acks=0 answers without the append's outcome (the producer asked not to hear
+            // about it), but only once the append is done: a stream's appends happen in its
+            // order, and a later request must not overtake this one (Kafka, too, handles one
+            // request per connection at a time).
+            if let Ok(Err(e)) = append.await {
+                tracing::debug!(topic = %req.topic, partition = req.partition, error = %e, "acks=0 append failed");
+            }
             let response = pb::ProduceResponse {
                 error: None,
                 base_offset: -1,

@@ -1213,3 +1213,116 @@ async fn every_example_in_the_help_texts_runs_against_a_live_cluster() {
         eprintln!("ok: {example}");
     }
 }
+
+/// `weir bench` through the real client, as a user runs it: `produce` creates the topic and
+/// reports exactly the records and bytes sent, none failed, and latency percentiles in order;
+/// `consume` reads exactly what the topic holds; `e2e` delivers every record at the rate asked;
+/// `--group` is refused (consumer groups are not built yet).
+#[tokio::test]
+async fn weir_bench_reports_what_it_sent_and_read() {
+    let _serial = serial();
+    let (cluster, _) = Cluster::start_ready(1, &[]).await;
+    let b = cluster.nodes[0].broker_addr();
+    let run = weir_ok(
+        &b,
+        &[
+            "bench",
+            "produce",
+            "--topic",
+            "wb",
+            "--records",
+            "20000",
+            "--record-size",
+            "100",
+            "--partitions",
+            "3",
+            "--keys",
+            "10",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    let report = run.json();
+    assert_eq!(
+        keys(&report),
+        sorted(&[
+            "bench",
+            "bytes",
+            "failed",
+            "latency_ms",
+            "mb_per_sec",
+            "records",
+            "records_per_sec",
+            "seconds"
+        ])
+    );
+    assert_eq!(report["records"], 20000);
+    assert_eq!(report["bytes"], 20000 * 100);
+    assert_eq!(report["failed"], 0);
+    let l = &report["latency_ms"];
+    let (p50, p99, p999, max) = (
+        l["p50"].as_f64().unwrap(),
+        l["p99"].as_f64().unwrap(),
+        l["p999"].as_f64().unwrap(),
+        l["max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= p999 && p999 <= max, "{l}");
+    assert!(report["records_per_sec"].as_f64().unwrap() > 0.0);
+
+    let read = weir_ok(
+        &b,
+        &[
+            "bench",
+            "consume",
+            "--topic",
+            "wb",
+            "--consumers",
+            "2",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(read["records"], 20000);
+    assert_eq!(
+        read["bytes"],
+        20000 * 100 + 20000 * 5,
+        "values and the keys key-0..key-9"
+    );
+    assert!(read.get("latency_ms").is_none());
+
+    let e2e = weir_ok(
+        &b,
+        &[
+            "bench",
+            "e2e",
+            "--topic",
+            "wb-e2e",
+            "--rate",
+            "2000",
+            "--seconds",
+            "1",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(e2e["records"], 2000);
+    assert_eq!(e2e["failed"], 0);
+    assert!(e2e["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+
+    let refused = weir_run(
+        &b,
+        &["bench", "consume", "--topic", "wb", "--group", "g"],
+        b"",
+    )
+    .await;
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("consumer groups are not built yet"),
+        "{refused:?}"
+    );
+}

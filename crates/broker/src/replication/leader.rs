@@ -70,7 +70,9 @@ async fn replica_session(
     let mut views = part.subscribe();
     loop {
         if let Err(e) = check_replica(&manager, replica) {
-            let _ = tx.send((Ok(replica_error(&e, part.view().log_start)), None)).await;
+            let _ = tx
+                .send((Ok(replica_error(&e, part.view().log_start)), None))
+                .await;
             return;
         }
         match part.record_follower_fetch(
@@ -82,7 +84,9 @@ async fn replica_session(
             Ok(Some(change)) => isr::request_change(&manager, Arc::clone(&part), change),
             Ok(None) => {}
             Err(e) => {
-                let _ = tx.send((Ok(replica_error(&e, part.view().log_start)), None)).await;
+                let _ = tx
+                    .send((Ok(replica_error(&e, part.view().log_start)), None))
+                    .await;
                 return;
             }
         }

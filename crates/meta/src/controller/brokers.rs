@@ -63,7 +63,10 @@ impl Controller {
         if let Some(known) = state.brokers.get(&id) {
             if known.incarnation != incarnation
                 && !known.fenced
-                && self.liveness.locked().alive(id, self.config.session_timeout)
+                && self
+                    .liveness
+                    .locked()
+                    .alive(id, self.config.session_timeout)
             {
                 return Err(MetaError::DuplicateBrokerRegistration { id });
             }

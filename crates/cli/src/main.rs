@@ -1,6 +1,6 @@
 //! `weir`: the command-line tool for a Weir cluster.
 //!
-//! One module per command group — [`cluster`], [`topic`], [`produce`], [`consume`], [`bench`] — each with
+//! One module per command group — [`cluster`], [`topic`], [`produce`], [`consume`], [`bench`](mod@bench) — each with
 //! its clap arguments and an async `run`; [`output`] renders aligned tables and JSON, and
 //! [`error`] turns every failure into one line on stderr and a documented exit code. The tool
 //! speaks to the cluster only through the `weir-client` crate.

@@ -886,7 +886,12 @@ async fn a_listener_holds_a_bounded_number_of_connections() {
     let addr = cluster.node(1).direct_broker_addr();
     let mut idle = Vec::new();
     for _ in 0..weir_proto::listen::MAX_CONNECTIONS + 16 {
-        idle.push(std::net::TcpStream::connect(&addr).unwrap());
+        // Idle HTTP/2 clients: the preface and an empty SETTINGS frame, then nothing (a
+        // connection that sends no preface is closed after PREFACE_TIMEOUT).
+        use std::io::Write;
+        let mut socket = std::net::TcpStream::connect(&addr).unwrap();
+        let _ = socket.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0");
+        idle.push(socket);
     }
     let ask = |cluster: &mut Cluster| {
         let mut client = cluster.broker_client(1);

@@ -12,20 +12,35 @@ use futures::Stream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
-/// An answer and its share of a budget (`None`: it holds nothing, e.g. an empty answer).
-pub type Item<T> = (Result<T, Status>, Option<OwnedSemaphorePermit>);
+/// An answer and its shares of the budgets it counts against (none for an empty answer).
+pub type Item<T> = (Result<T, Status>, Held);
+
+/// What an answer holds of its budgets until the transport takes it (the permits are only
+/// held: dropping them gives the bytes back).
+#[derive(Debug, Default)]
+pub struct Held(#[allow(dead_code)] Vec<OwnedSemaphorePermit>);
+
+impl Held {
+    /// Holding these shares.
+    pub fn of(shares: impl IntoIterator<Item = OwnedSemaphorePermit>) -> Self {
+        Held(shares.into_iter().collect())
+    }
+}
 
 /// The answers of one stream, each holding its share of the budget until the transport asks
 /// for the next one.
 pub struct Budgeted<T> {
     rx: mpsc::Receiver<Item<T>>,
-    held: Option<OwnedSemaphorePermit>,
+    held: Held,
 }
 
 impl<T> Budgeted<T> {
     /// The stream of what `rx` receives.
     pub fn new(rx: mpsc::Receiver<Item<T>>) -> Self {
-        Self { rx, held: None }
+        Self {
+            rx,
+            held: Held::default(),
+        }
     }
 }
 
@@ -34,7 +49,7 @@ impl<T> Stream for Budgeted<T> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         // Asked for the next answer: the transport has taken the last one.
-        self.held = None;
+        self.held = Held::default();
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some((answer, held))) => {
                 self.held = held;

@@ -14,7 +14,7 @@ use weir_proto::broker::v1 as pb;
 use weir_storage::batch::{BatchHeader, Batches};
 
 use super::{BrokerService, MAX_FETCH_BYTES};
-use crate::budget;
+use crate::budget::{self, Held};
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use crate::wire::record_to_wire;
@@ -60,40 +60,41 @@ async fn fetch_loop(
     let mut views = part.subscribe();
     loop {
         let deadline = tokio::time::Instant::now() + max_wait;
-        // Wait for committed data past `offset` (and min_bytes of it), up to max_wait.
+        // Wait for committed data past `offset` (and min_bytes of it), up to max_wait. An
+        // answer too small to send is dropped while waiting (it would otherwise sit outside
+        // the budget), and read again when more arrives or the wait ends.
+        let mut waited = false;
         let (bytes, held) = loop {
             let view = *views.borrow_and_update();
             if let Err(e) = part.check_fetch(&view, offset) {
-                let _ = tx.send((Ok(e.answer()), None)).await;
+                let _ = tx.send((Ok(e.answer()), Held::default())).await;
                 return;
             }
-            let (bytes, held) = if view.high_watermark > offset {
+            if view.high_watermark > offset {
                 // Room for a whole answer first.
                 let Some(room) = budget::room(&memory, max_bytes, tx.closed()).await else {
                     return;
                 };
-                match part.read(offset, max_bytes, view.high_watermark) {
-                    Ok(bytes) => {
-                        let held = budget::keep(room, bytes.len());
-                        (bytes, Some(held))
-                    }
+                let bytes = match part.read(offset, max_bytes, view.high_watermark) {
+                    Ok(bytes) => bytes,
                     Err(e) => {
-                        let _ = tx.send((Ok(e.answer()), None)).await;
+                        let _ = tx.send((Ok(e.answer()), Held::default())).await;
                         return;
                     }
+                };
+                if !bytes.is_empty() && (bytes.len() >= min_bytes || waited) {
+                    let held = Held::of([budget::keep(room, bytes.len())]);
+                    break (bytes, held);
                 }
-            } else {
-                (Bytes::new(), None)
-            };
-            if !bytes.is_empty() && bytes.len() >= min_bytes {
-                break (bytes, held);
             }
-            // Not enough yet: hold nothing while waiting.
-            drop(held);
+            if waited {
+                // The wait is over and nothing is committed past `offset`: a heartbeat.
+                break (Bytes::new(), Held::default());
+            }
             match tokio::time::timeout_at(deadline, views.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => return,
-                Err(_) => break (bytes, None),
+                Err(_) => waited = true,
             }
         };
         let view = part.view();
@@ -117,7 +118,7 @@ async fn fetch_loop(
                     ),
                     Err(e) => {
                         let e = BrokerError::CorruptMessage(e.to_string());
-                        let _ = tx.send((Ok(e.answer()), None)).await;
+                        let _ = tx.send((Ok(e.answer()), Held::default())).await;
                         return;
                     }
                 }
@@ -142,7 +143,7 @@ impl BrokerService {
                 tokio::spawn(fetch_loop(part, req, tx, Arc::clone(&self.fetch_memory)));
             }
             Err(e) => {
-                let _ = tx.send((Ok(e.answer()), None)).await;
+                let _ = tx.send((Ok(e.answer()), Held::default())).await;
             }
         }
         Box::pin(budget::Budgeted::new(rx))

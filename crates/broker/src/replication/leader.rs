@@ -13,7 +13,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 use weir_proto::broker::v1 as pb;
 
-use crate::budget;
+use weir_meta::NodeId;
+
+use crate::budget::{self, Held};
 use crate::error::BrokerError;
 use crate::manager::ReplicaManager;
 use crate::replication::isr;
@@ -21,6 +23,42 @@ use crate::service::BrokerService;
 
 /// Largest replica fetch answer, whatever a follower asks for.
 pub const MAX_REPLICA_FETCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// Bytes of replica fetch answers one follower (by the broker id it fetches as) may hold at
+/// once: a follower catching up on many partitions, or a stalled one, takes at most this of
+/// [`crate::service::REPLICATION_MEMORY_BYTES`], and the others keep replicating.
+pub const FOLLOWER_MEMORY_BYTES: usize = 128 * 1024 * 1024;
+
+/// The leader's replication budgets: the node's and each follower's.
+#[derive(Debug)]
+pub struct ReplicationBudgets {
+    /// All replica fetch answers of this node ([`crate::service::REPLICATION_MEMORY_BYTES`]).
+    pub node: Arc<Semaphore>,
+    /// Each follower's share ([`FOLLOWER_MEMORY_BYTES`]), by broker id; at most one entry
+    /// per registered broker (only they may fetch).
+    followers: std::sync::Mutex<std::collections::HashMap<NodeId, Arc<Semaphore>>>,
+}
+
+impl ReplicationBudgets {
+    /// Budgets with `node` bytes for the whole node.
+    pub fn new(node: usize) -> Self {
+        Self {
+            node: Arc::new(Semaphore::new(node)),
+            followers: Default::default(),
+        }
+    }
+
+    /// Follower `id`'s budget.
+    fn follower(&self, id: NodeId) -> Arc<Semaphore> {
+        use weir_common::sync::MutexExt;
+        Arc::clone(
+            self.followers
+                .locked()
+                .entry(id)
+                .or_insert_with(|| Arc::new(Semaphore::new(FOLLOWER_MEMORY_BYTES))),
+        )
+    }
+}
 
 type ReplicaStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaFetchResponse, Status>> + Send>>;
 
@@ -55,14 +93,14 @@ async fn replica_session(
     manager: Arc<ReplicaManager>,
     mut inbound: Streaming<pb::ReplicaFetchRequest>,
     tx: mpsc::Sender<budget::Item<pb::ReplicaFetchResponse>>,
-    memory: Arc<Semaphore>,
+    budgets: Arc<ReplicationBudgets>,
 ) {
     let Ok(Some(first)) = inbound.message().await else {
         return;
     };
     let Some(part) = manager.partition(&first.topic, first.partition) else {
         let e = BrokerError::unknown(&first.topic, first.partition);
-        let _ = tx.send((Ok(replica_error(&e, -1)), None)).await;
+        let _ = tx.send((Ok(replica_error(&e, -1)), Held::default())).await;
         return;
     };
     let replica = first.replica_id;
@@ -71,7 +109,10 @@ async fn replica_session(
     loop {
         if let Err(e) = check_replica(&manager, replica) {
             let _ = tx
-                .send((Ok(replica_error(&e, part.view().log_start)), None))
+                .send((
+                    Ok(replica_error(&e, part.view().log_start)),
+                    Held::default(),
+                ))
                 .await;
             return;
         }
@@ -85,7 +126,10 @@ async fn replica_session(
             Ok(None) => {}
             Err(e) => {
                 let _ = tx
-                    .send((Ok(replica_error(&e, part.view().log_start)), None))
+                    .send((
+                        Ok(replica_error(&e, part.view().log_start)),
+                        Held::default(),
+                    ))
                     .await;
                 return;
             }
@@ -96,7 +140,9 @@ async fn replica_session(
         loop {
             let view = *views.borrow_and_update();
             if let Err(e) = part.check_fetch(&view, offset) {
-                let _ = tx.send((Ok(replica_error(&e, view.log_start)), None)).await;
+                let _ = tx
+                    .send((Ok(replica_error(&e, view.log_start)), Held::default()))
+                    .await;
                 return;
             }
             if view.log_end > offset {
@@ -108,25 +154,33 @@ async fn replica_session(
                 Err(_) => break,
             }
         }
-        let view = part.view();
         let max_bytes = (request.max_bytes as usize).clamp(1, MAX_REPLICA_FETCH_BYTES);
-        let (batches, held) = if view.log_end > offset {
-            // Room for a whole answer first, from the replication budget.
-            let Some(room) = budget::room(&memory, max_bytes, tx.closed()).await else {
+        let (view, batches, held) = if part.view().log_end > offset {
+            // Room for a whole answer first: this follower's share, then the node's.
+            let mine = budgets.follower(replica);
+            let Some(mine) = budget::room(&mine, max_bytes, tx.closed()).await else {
                 return;
             };
+            let Some(node) = budget::room(&budgets.node, max_bytes, tx.closed()).await else {
+                return;
+            };
+            // The view as of the read, not of before the wait: the follower's progress is
+            // recorded against it.
+            let view = part.view();
             match part.read(offset, max_bytes, i64::MAX) {
                 Ok(b) => {
-                    let held = budget::keep(room, b.len());
-                    (b, Some(held))
+                    let held = Held::of([budget::keep(mine, b.len()), budget::keep(node, b.len())]);
+                    (view, b, held)
                 }
                 Err(e) => {
-                    let _ = tx.send((Ok(replica_error(&e, view.log_start)), None)).await;
+                    let _ = tx
+                        .send((Ok(replica_error(&e, view.log_start)), Held::default()))
+                        .await;
                     return;
                 }
             }
         } else {
-            (Bytes::new(), None)
+            (part.view(), Bytes::new(), Held::default())
         };
         part.record_answer(replica, view.log_end);
         let response = pb::ReplicaFetchResponse {
@@ -160,7 +214,7 @@ impl pb::replication_server::Replication for BrokerService {
             Arc::clone(self.manager()),
             req.into_inner(),
             tx,
-            Arc::clone(self.replication_memory()),
+            Arc::clone(self.replication_budgets()),
         ));
         Ok(Response::new(Box::pin(budget::Budgeted::new(rx))))
     }

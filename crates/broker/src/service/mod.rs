@@ -67,8 +67,9 @@ pub struct BrokerService {
     in_flight: Arc<Semaphore>,
     /// Bytes of fetch answers read and not yet taken by the transport ([`FETCH_MEMORY_BYTES`]).
     fetch_memory: Arc<Semaphore>,
-    /// The same for replica fetch answers ([`REPLICATION_MEMORY_BYTES`]).
-    replication_memory: Arc<Semaphore>,
+    /// The same for replica fetch answers ([`REPLICATION_MEMORY_BYTES`]), with each
+    /// follower's share.
+    replication: Arc<crate::replication::leader::ReplicationBudgets>,
 }
 
 impl BrokerService {
@@ -77,9 +78,11 @@ impl BrokerService {
         &self.manager
     }
 
-    /// The replication answers' budget ([`REPLICATION_MEMORY_BYTES`]).
-    pub(crate) fn replication_memory(&self) -> &Arc<Semaphore> {
-        &self.replication_memory
+    /// The replication answers' budgets ([`REPLICATION_MEMORY_BYTES`] and each follower's).
+    pub(crate) fn replication_budgets(
+        &self,
+    ) -> &Arc<crate::replication::leader::ReplicationBudgets> {
+        &self.replication
     }
 
     /// Services over `manager`.
@@ -88,7 +91,9 @@ impl BrokerService {
             manager,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES)),
             fetch_memory: Arc::new(Semaphore::new(FETCH_MEMORY_BYTES)),
-            replication_memory: Arc::new(Semaphore::new(REPLICATION_MEMORY_BYTES)),
+            replication: Arc::new(crate::replication::leader::ReplicationBudgets::new(
+                REPLICATION_MEMORY_BYTES,
+            )),
         }
     }
 

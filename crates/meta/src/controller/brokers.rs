@@ -61,12 +61,13 @@ impl Controller {
         check_registration(&address, &rack)?;
         let state = self.state.current();
         if let Some(known) = state.brokers.get(&id) {
+            let term = self.raft.metrics().borrow().current_term;
             if known.incarnation != incarnation
                 && !known.fenced
                 && self
                     .liveness
                     .locked()
-                    .alive(id, self.config.session_timeout)
+                    .alive(id, term, self.config.session_timeout)
             {
                 return Err(MetaError::DuplicateBrokerRegistration { id });
             }

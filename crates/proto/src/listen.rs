@@ -62,20 +62,22 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if let Some((_, deadline)) = &mut this.preface {
-            if deadline.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no HTTP/2 preface within {PREFACE_TIMEOUT:?}"),
-                )));
-            }
-        }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.stream).poll_read(cx, buf);
         if let (Poll::Ready(Ok(())), Some((seen, _))) = (&read, &mut this.preface) {
             *seen += buf.filled().len() - before;
             if *seen >= PREFACE_LEN {
                 this.preface = None;
+            }
+        }
+        // Nothing to read yet: past the deadline, the connection is given up (checked only
+        // then, so bytes that arrived in time are never refused for a late poll).
+        if let (Poll::Pending, Some((_, deadline))) = (&read, &mut this.preface) {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no HTTP/2 preface within {PREFACE_TIMEOUT:?}"),
+                )));
             }
         }
         read

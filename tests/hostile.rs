@@ -370,6 +370,66 @@ async fn a_second_incarnation_cannot_fence_a_live_broker() {
     assert_eq!(cluster.running(), vec![1], "the node died");
 }
 
+/// A heartbeat still in flight when a broker's controlled shutdown was handled unfenced the
+/// stopping broker (it could lead again until its session expired). A broker that asked for a
+/// controlled shutdown stays fenced whatever that incarnation's heartbeats say, until a new
+/// incarnation registers (Kafka's in-controlled-shutdown state). Played here with a broker id
+/// of the test's own: register, heartbeat until active, shut down, heartbeat again.
+#[tokio::test]
+async fn a_heartbeat_after_a_controlled_shutdown_does_not_unfence_the_broker() {
+    use weir_proto::common::v1::{BrokerState, ErrorCode};
+    let _serial = serial();
+    let (mut cluster, leader) = Cluster::start_ready(1, &[]).await;
+    let mut c = cluster.client(leader);
+    let register = |incarnation| pb::RegisterBrokerRequest {
+        broker_id: 77,
+        address: "127.0.0.1:1".into(),
+        rack: String::new(),
+        incarnation,
+    };
+    let beat = |incarnation| pb::BrokerHeartbeatRequest {
+        broker_id: 77,
+        incarnation,
+        metadata_version: u64::MAX,
+    };
+    let state_of_77 = |cluster: &mut Cluster| {
+        let view = cluster.describe_cluster_via(leader);
+        async move {
+            let view = view.await.unwrap();
+            view.brokers.iter().find(|b| b.id == 77).unwrap().state()
+        }
+    };
+    let r = c.register_broker(register(5)).await.unwrap().into_inner();
+    assert_code(&r.error, ErrorCode::None, "registering broker 77");
+    let b = c.broker_heartbeat(beat(5)).await.unwrap().into_inner();
+    assert!(!b.fenced, "a caught-up heartbeat unfences: {b:?}");
+    assert_eq!(state_of_77(&mut cluster).await, BrokerState::Active);
+
+    let r = c
+        .controlled_shutdown(pb::ControlledShutdownRequest {
+            broker_id: 77,
+            incarnation: 5,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_code(&r.error, ErrorCode::None, "controlled shutdown of 77");
+    let b = c.broker_heartbeat(beat(5)).await.unwrap().into_inner();
+    assert!(b.fenced && !b.should_register, "{b:?}");
+    assert_eq!(
+        state_of_77(&mut cluster).await,
+        BrokerState::Fenced,
+        "a heartbeat of the stopping incarnation unfenced it"
+    );
+
+    // The next incarnation (the restart) registers and is unfenced as usual.
+    let r = c.register_broker(register(6)).await.unwrap().into_inner();
+    assert_code(&r.error, ErrorCode::None, "registering broker 77 again");
+    let b = c.broker_heartbeat(beat(6)).await.unwrap().into_inner();
+    assert!(!b.fenced, "{b:?}");
+    assert_eq!(state_of_77(&mut cluster).await, BrokerState::Active);
+}
+
 /// Waits until this single-node cluster's broker leads partition 0 of `topic` (a topic just
 /// created is led a moment later).
 async fn wait_led(cluster: &mut Cluster, topic: &str) {

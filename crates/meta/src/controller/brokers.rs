@@ -84,6 +84,7 @@ impl Controller {
             incarnation,
         };
         let version = self.write(command).await?;
+        self.liveness.locked().registered(id);
         self.touch(id);
         Ok(self
             .state
@@ -113,7 +114,7 @@ impl Controller {
         }
         tracing::info!(broker = id, "controlled shutdown: fencing the broker");
         self.write(Command::FenceBroker { id }).await?;
-        self.liveness.locked().forget(id);
+        self.liveness.locked().shutting_down(id, incarnation);
         Ok(())
     }
 

@@ -20,12 +20,27 @@ pub(super) struct Liveness {
     leading_term: Option<u64>,
     /// Last heartbeat (or grace start) per broker.
     last_seen: HashMap<NodeId, Instant>,
+    /// Brokers fenced by their own controlled shutdown, with the incarnation that asked: a
+    /// heartbeat of that incarnation (one still in flight when the shutdown was handled) must
+    /// not unfence a broker that is stopping. A new registration clears it.
+    shut_down: HashMap<NodeId, u64>,
 }
 
 impl Liveness {
     /// Drops what is known of a broker's session (unregistered, or shut down).
     pub(super) fn forget(&mut self, broker: NodeId) {
         self.last_seen.remove(&broker);
+    }
+
+    /// Broker `id`'s incarnation `incarnation` asked for a controlled shutdown.
+    pub(super) fn shutting_down(&mut self, id: NodeId, incarnation: u64) {
+        self.forget(id);
+        self.shut_down.insert(id, incarnation);
+    }
+
+    /// Broker `id` registered (again): a new incarnation may be unfenced.
+    pub(super) fn registered(&mut self, id: NodeId) {
+        self.shut_down.remove(&id);
     }
 
     /// Whether `broker` may have a live session for a leader in `term`: heard from within
@@ -77,6 +92,14 @@ impl Controller {
                 should_register: true,
             });
         };
+        if self.liveness.locked().shut_down.get(&broker) == Some(&incarnation) {
+            // Stopping: stays fenced until a new incarnation registers (Kafka's
+            // in-controlled-shutdown state).
+            return Ok(Beat {
+                fenced: true,
+                should_register: false,
+            });
+        }
         self.touch(broker);
         let mut fenced = info.fenced;
         if fenced && metadata_version >= info.epoch {

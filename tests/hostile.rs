@@ -658,10 +658,12 @@ async fn a_removed_replica_keeps_its_log_for_the_delete_delay() {
         async move { (gone && kept.len() == 1).then(std::time::Instant::now) }
     })
     .await;
-    assert!(
-        !cluster.log_lines(1, &["kept for 2000 ms"]).is_empty(),
-        "no warning that the log is kept"
-    );
+    // The warning follows the rename: wait for it rather than look at once.
+    wait_for("the warning that the log is kept", STARTUP, || {
+        let warned = !cluster.log_lines(1, &["kept for 2000 ms"]).is_empty();
+        async move { warned.then_some(()) }
+    })
+    .await;
     wait_for("the retired log deleted", STARTUP, || {
         let kept = retired();
         async move { kept.is_empty().then_some(()) }

@@ -15,7 +15,9 @@ use bytes::Bytes;
 use clap::Args;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
-use weir_client::{Acks, Admin, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use weir_client::{
+    Acks, Admin, Compression, DeliveryFuture, Producer, ProducerConfig, ProducerRecord,
+};
 
 use crate::error::{for_topic, CliError, Exit};
 use crate::topic::parse_key_value;
@@ -34,6 +36,7 @@ acknowledged, with a summary on stderr; the exit code is 1 if any record failed.
 Examples:
   echo hello | weir produce greetings
   seq 1 1000 | weir produce numbers --acks 1
+  seq 1 1000 | weir produce numbers --compression zstd
   printf 'user-1:signed up\\nuser-2:logged in\\n' | weir produce events --key-separator :
   cat events.txt | weir produce events --header source=import --header version=2
   weir produce orders --partition 3 < orders.txt")]
@@ -54,6 +57,15 @@ pub struct ProduceArgs {
     /// Add a header KEY=VALUE to every record; repeat for several.
     #[arg(long = "header", short = 'H', value_name = "KEY=VALUE", value_parser = parse_key_value)]
     headers: Vec<(String, String)>,
+    /// Compress each batch with this codec: none, gzip, snappy, lz4 or zstd (the broker stores
+    /// it compressed; consumers decompress).
+    #[arg(long, default_value = "none", value_name = "CODEC", value_parser = parse_compression)]
+    compression: Compression,
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    s.parse::<Compression>()
+        .map_err(|_| format!("expected none, gzip, snappy, lz4 or zstd, got `{s}`"))
 }
 
 fn parse_acks(s: &str) -> Result<Acks, String> {
@@ -86,6 +98,7 @@ pub async fn run(args: ProduceArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
 
     let config = ProducerConfig {
         acks: args.acks,
+        compression: args.compression,
         ..ProducerConfig::default()
     };
     let producer = Producer::connect(ctx.client.clone(), config).await?;

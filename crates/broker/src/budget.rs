@@ -27,6 +27,12 @@ impl Held {
     }
 }
 
+/// Sends an answer that holds nothing of the budgets (an error, an empty answer); a stream
+/// whose reader went away is not an error here (the sender ends at its next send).
+pub async fn send_unheld<T>(tx: &mpsc::Sender<Item<T>>, answer: T) {
+    let _ = tx.send((Ok(answer), Held::default())).await;
+}
+
 /// The answers of one stream, each holding its share of the budget until the transport asks
 /// for the next one.
 pub struct Budgeted<T> {

@@ -100,20 +100,17 @@ async fn replica_session(
     };
     let Some(part) = manager.partition(&first.topic, first.partition) else {
         let e = BrokerError::unknown(&first.topic, first.partition);
-        let _ = tx.send((Ok(replica_error(&e, -1)), Held::default())).await;
+        budget::send_unheld(&tx, replica_error(&e, -1)).await;
         return;
     };
     let replica = first.replica_id;
+    // The stream fetches as one follower for its whole life: its budget, looked up once.
+    let follower_budget = budgets.follower(replica);
     let mut request = first;
     let mut views = part.subscribe();
     loop {
         if let Err(e) = check_replica(&manager, replica) {
-            let _ = tx
-                .send((
-                    Ok(replica_error(&e, part.view().log_start)),
-                    Held::default(),
-                ))
-                .await;
+            budget::send_unheld(&tx, replica_error(&e, part.view().log_start)).await;
             return;
         }
         match part.record_follower_fetch(
@@ -125,12 +122,7 @@ async fn replica_session(
             Ok(Some(change)) => isr::request_change(&manager, Arc::clone(&part), change),
             Ok(None) => {}
             Err(e) => {
-                let _ = tx
-                    .send((
-                        Ok(replica_error(&e, part.view().log_start)),
-                        Held::default(),
-                    ))
-                    .await;
+                budget::send_unheld(&tx, replica_error(&e, part.view().log_start)).await;
                 return;
             }
         }
@@ -140,9 +132,7 @@ async fn replica_session(
         loop {
             let view = *views.borrow_and_update();
             if let Err(e) = part.check_fetch(&view, offset) {
-                let _ = tx
-                    .send((Ok(replica_error(&e, view.log_start)), Held::default()))
-                    .await;
+                budget::send_unheld(&tx, replica_error(&e, view.log_start)).await;
                 return;
             }
             if view.log_end > offset {
@@ -157,8 +147,7 @@ async fn replica_session(
         let max_bytes = (request.max_bytes as usize).clamp(1, MAX_REPLICA_FETCH_BYTES);
         let (view, batches, held) = if part.view().log_end > offset {
             // Room for a whole answer first: this follower's share, then the node's.
-            let mine = budgets.follower(replica);
-            let Some(mine) = budget::room(&mine, max_bytes, tx.closed()).await else {
+            let Some(mine) = budget::room(&follower_budget, max_bytes, tx.closed()).await else {
                 return;
             };
             let Some(node) = budget::room(&budgets.node, max_bytes, tx.closed()).await else {
@@ -173,9 +162,7 @@ async fn replica_session(
                     (view, b, held)
                 }
                 Err(e) => {
-                    let _ = tx
-                        .send((Ok(replica_error(&e, view.log_start)), Held::default()))
-                        .await;
+                    budget::send_unheld(&tx, replica_error(&e, view.log_start)).await;
                     return;
                 }
             }
@@ -207,8 +194,8 @@ impl pb::replication_server::Replication for BrokerService {
         &self,
         req: Request<Streaming<pb::ReplicaFetchRequest>>,
     ) -> Result<Response<Self::ReplicaFetchStream>, Status> {
-        // One answer queued: with the one the transport holds, two per stream at most, both
-        // counted in the replication budget.
+        // One answer queued: with the one the transport holds and one waiting to be queued,
+        // at most three per stream, each counted in the replication budgets.
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(replica_session(
             Arc::clone(self.manager()),

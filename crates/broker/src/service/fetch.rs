@@ -67,7 +67,7 @@ async fn fetch_loop(
         let (bytes, held) = loop {
             let view = *views.borrow_and_update();
             if let Err(e) = part.check_fetch(&view, offset) {
-                let _ = tx.send((Ok(e.answer()), Held::default())).await;
+                budget::send_unheld(&tx, e.answer()).await;
                 return;
             }
             if view.high_watermark > offset {
@@ -78,7 +78,7 @@ async fn fetch_loop(
                 let bytes = match part.read(offset, max_bytes, view.high_watermark) {
                     Ok(bytes) => bytes,
                     Err(e) => {
-                        let _ = tx.send((Ok(e.answer()), Held::default())).await;
+                        budget::send_unheld(&tx, e.answer()).await;
                         return;
                     }
                 };
@@ -118,7 +118,7 @@ async fn fetch_loop(
                     ),
                     Err(e) => {
                         let e = BrokerError::CorruptMessage(e.to_string());
-                        let _ = tx.send((Ok(e.answer()), Held::default())).await;
+                        budget::send_unheld(&tx, e.answer()).await;
                         return;
                     }
                 }
@@ -143,7 +143,7 @@ impl BrokerService {
                 tokio::spawn(fetch_loop(part, req, tx, Arc::clone(&self.fetch_memory)));
             }
             Err(e) => {
-                let _ = tx.send((Ok(e.answer()), Held::default())).await;
+                budget::send_unheld(&tx, e.answer()).await;
             }
         }
         Box::pin(budget::Budgeted::new(rx))

@@ -10,11 +10,12 @@
 //! [`crate::wire`] holds the protobuf conversions.
 //!
 //! Bounds: request messages are limited to [`MAX_REQUEST_BYTES`] (1 MiB but for produce:
-//! [`crate::limits`]); a Metadata request names at most [`MAX_METADATA_TOPICS`] topics; produce requests hold
-//! permits from one shared budget of in-flight bytes ([`MAX_IN_FLIGHT_BYTES`]) until answered;
-//! fetch answers are capped at [`MAX_FETCH_BYTES`] and each stream buffers at most two answers,
-//! so a slow consumer slows its own stream and costs the broker nothing more. A client that
-//! disconnects ends its stream task at the next send.
+//! [`crate::limits`]); a Metadata request names at most [`MAX_METADATA_TOPICS`] topics;
+//! produce requests hold permits from one shared budget of in-flight bytes
+//! ([`MAX_IN_FLIGHT_BYTES`]) until answered; fetch answers are capped at [`MAX_FETCH_BYTES`],
+//! and each stream holds at most three (the transport's, one queued, one waiting to be), all
+//! counted in [`FETCH_MEMORY_BYTES`], so a slow consumer slows itself and costs the node no
+//! more than the budget. A client that disconnects ends its stream task at the next send.
 
 mod admin;
 mod fetch;

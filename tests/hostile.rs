@@ -322,54 +322,6 @@ async fn an_operator_unregisters_a_gone_broker_and_never_an_active_one() {
     assert_eq!(cluster.running(), vec![1], "the node died");
 }
 
-/// Issue 15: a RegisterBroker for a running broker's id with a new incarnation fenced the real
-/// broker on demand (its leaderships moved, it left every ISR). As in Kafka, a new incarnation
-/// of an active broker whose session is alive is refused with DUPLICATE_BROKER_REGISTRATION
-/// and the broker stays active; a restarted broker still registers (the restart tests).
-#[tokio::test]
-async fn a_second_incarnation_cannot_fence_a_live_broker() {
-    use weir_proto::common::v1::{BrokerState, ErrorCode};
-    let _serial = serial();
-    let (mut cluster, leader) = Cluster::start_ready(1, &[]).await;
-    let epoch_before = cluster.describe_cluster_via(leader).await.unwrap().brokers[0].epoch;
-    for incarnation in [1, 2, u64::MAX] {
-        let r = cluster
-            .client(leader)
-            .register_broker(pb::RegisterBrokerRequest {
-                broker_id: 1,
-                address: "127.0.0.1:1".into(),
-                rack: String::new(),
-                incarnation,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_code(
-            &r.error,
-            ErrorCode::DuplicateBrokerRegistration,
-            &format!("a second incarnation {incarnation} of broker 1"),
-        );
-    }
-    let view = cluster.describe_cluster_via(leader).await.unwrap();
-    let broker = &view.brokers[0];
-    assert_eq!(
-        (
-            broker.id,
-            broker.state(),
-            broker.epoch,
-            broker.address.as_str()
-        ),
-        (
-            1,
-            BrokerState::Active,
-            epoch_before,
-            cluster.nodes[0].broker_addr().as_str()
-        ),
-        "the registration changed"
-    );
-    assert_eq!(cluster.running(), vec![1], "the node died");
-}
-
 /// A heartbeat still in flight when a broker's controlled shutdown was handled unfenced the
 /// stopping broker (it could lead again until its session expired). A broker that asked for a
 /// controlled shutdown stays fenced whatever that incarnation's heartbeats say, until a new

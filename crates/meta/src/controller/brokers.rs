@@ -45,12 +45,6 @@ pub(super) fn check_registration(address: &str, rack: &str) -> Result<(), MetaEr
 impl Controller {
     /// Registers broker `id` (a new one, or a new incarnation of a known one); returns its
     /// broker epoch.
-    ///
-    /// A new incarnation of a broker that is active and heartbeating is refused with
-    /// DUPLICATE_BROKER_REGISTRATION, as in Kafka: a second process with the same id (or a
-    /// request that only claims to be one) must not fence the broker that is running. A
-    /// restarted broker registers once its old session has ended (at most the session timeout;
-    /// at once after a controlled shutdown, which fenced it).
     pub(super) async fn register_broker(
         &self,
         id: NodeId,
@@ -60,18 +54,6 @@ impl Controller {
     ) -> Result<u64, MetaError> {
         check_registration(&address, &rack)?;
         let state = self.state.current();
-        if let Some(known) = state.brokers.get(&id) {
-            let term = self.raft.metrics().borrow().current_term;
-            if known.incarnation != incarnation
-                && !known.fenced
-                && self
-                    .liveness
-                    .locked()
-                    .alive(id, term, self.config.session_timeout)
-            {
-                return Err(MetaError::DuplicateBrokerRegistration { id });
-            }
-        }
         if !state.brokers.contains_key(&id) && state.brokers.len() >= MAX_BROKERS {
             return Err(MetaError::InvalidRequest(format!(
                 "the cluster already has {MAX_BROKERS} registered brokers"

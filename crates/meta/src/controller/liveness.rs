@@ -42,18 +42,6 @@ impl Liveness {
     pub(super) fn registered(&mut self, id: NodeId) {
         self.shut_down.remove(&id);
     }
-
-    /// Whether `broker` may have a live session for a leader in `term`: heard from within
-    /// `timeout` (a new leader's grace period counts), or not known yet because this term's
-    /// grace period has not started (the first tick after gaining leadership starts it).
-    pub(super) fn alive(&self, broker: NodeId, term: u64, timeout: std::time::Duration) -> bool {
-        if self.leading_term != Some(term) {
-            return true;
-        }
-        self.last_seen
-            .get(&broker)
-            .is_some_and(|seen| seen.elapsed() <= timeout)
-    }
 }
 
 /// What a heartbeat learns.

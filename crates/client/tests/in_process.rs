@@ -29,12 +29,14 @@ fn free_port() -> u16 {
 
 /// Starts a single-node cluster in-process; returns it with its broker address.
 async fn start_node(dir: &std::path::Path) -> (weir_server::Node, String) {
-    let (broker, controller, http) = (free_port(), free_port(), free_port());
+    // The broker and HTTP listeners take free ports of their own (port 0); the controller's
+    // is named by the quorum, so it is picked here.
+    let controller = free_port();
     let args = weir_server::Args::try_parse_from([
         "weir-server".to_owned(),
-        format!("--listen=127.0.0.1:{broker}"),
+        "--listen=127.0.0.1:0".to_owned(),
         format!("--controller-listen=127.0.0.1:{controller}"),
-        format!("--http-listen=127.0.0.1:{http}"),
+        "--http-listen=127.0.0.1:0".to_owned(),
         format!("--controller-quorum=1@127.0.0.1:{controller}"),
         format!("--data-dir={}", dir.display()),
     ])
@@ -42,7 +44,14 @@ async fn start_node(dir: &std::path::Path) -> (weir_server::Node, String) {
     let node = weir_server::Node::start(args.validate().unwrap())
         .await
         .unwrap();
-    (node, format!("127.0.0.1:{broker}"))
+    // Node::start returns once it has written the bound listeners.
+    let listeners = std::fs::read_to_string(dir.join(weir_server::LISTENERS_FILE)).unwrap();
+    let broker = listeners
+        .lines()
+        .find_map(|l| l.strip_prefix("broker="))
+        .expect("a broker listener")
+        .to_owned();
+    (node, broker)
 }
 
 /// Waits (bounded) until the node's broker is registered and active.

@@ -69,6 +69,12 @@ pub struct LogConfig {
     /// [`crate::preallocate`]). 0 turns it off. Default 256 MiB. A broker setting, not a
     /// topic config.
     pub preallocate_bytes: u64,
+    /// `producer.id.expiration.ms`: an idempotent producer not seen for this long is
+    /// forgotten (see [`crate::producer`]). Default 1 day, as in Kafka. A broker setting.
+    pub producer_id_expiration: Duration,
+    /// Most idempotent producer ids remembered per partition; past it the least recently
+    /// seen is forgotten. Default 10,000 (a few MB at most). A broker setting.
+    pub max_producers: usize,
 }
 
 impl Default for LogConfig {
@@ -85,6 +91,8 @@ impl Default for LogConfig {
             timestamp_before_max: None,
             timestamp_after_max: Some(Duration::from_secs(3600)),
             preallocate_bytes: 256 << 20,
+            producer_id_expiration: Duration::from_secs(24 * 3600),
+            max_producers: 10_000,
         }
     }
 }

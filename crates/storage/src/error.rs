@@ -61,6 +61,38 @@ pub enum LogError {
         /// Latest epoch in the log.
         latest: i32,
     },
+    /// An idempotent producer's batch does not follow its last one: an earlier batch is
+    /// missing, or a new epoch does not start at 0 (wire code OUT_OF_ORDER_SEQUENCE_NUMBER).
+    #[error("producer {producer_id}: out-of-order sequence number {got}, expected {expected}")]
+    OutOfOrderSequence {
+        /// The producer id.
+        producer_id: i64,
+        /// The sequence the partition expects next.
+        expected: i32,
+        /// The batch's first sequence.
+        got: i32,
+    },
+    /// An idempotent producer's batch carries an epoch older than the producer's current one
+    /// here: a newer instance of the producer took over (wire code PRODUCER_FENCED).
+    #[error("producer {producer_id}: epoch {epoch} is fenced by the newer epoch {current}")]
+    ProducerFenced {
+        /// The producer id.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The current epoch.
+        current: i16,
+    },
+    /// A batch continues a producer id this partition does not know (it expired after
+    /// `producer.id.expiration.ms`, or never wrote here): a retry could not be told from a new
+    /// batch (wire code UNKNOWN_PRODUCER_ID).
+    #[error("producer {producer_id} is unknown to this partition (expired?) and sent sequence {sequence}, not 0")]
+    UnknownProducerId {
+        /// The producer id.
+        producer_id: i64,
+        /// The batch's first sequence.
+        sequence: i32,
+    },
     /// An earlier write or fsync failed; the log accepts no more writes until reopened, so no
     /// append can be acknowledged on top of data that may be lost (wire code
     /// KAFKA_STORAGE_ERROR).

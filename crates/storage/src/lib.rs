@@ -11,6 +11,8 @@
 //!   zero-re-encode reads of whole batches, lookup by timestamp, truncation for diverged
 //!   followers, retention, the flush policy, and crash recovery.
 //! - [`epoch`]: the leader-epoch checkpoint behind OffsetForLeaderEpoch.
+//! - [`producer`]: idempotent producers' sequence state, checked on the leader, rebuilt by
+//!   every replica and snapshotted with the log.
 //! - [`preallocate`]: disk blocks reserved ahead of the active segment, off the append path,
 //!   so appends don't stall on block allocation during writeback.
 //!
@@ -29,6 +31,7 @@ pub mod fuzz;
 pub mod index;
 pub mod log;
 pub mod preallocate;
+pub mod producer;
 pub mod segment;
 pub mod varint;
 
@@ -40,3 +43,4 @@ pub use config::{ConfigError, FlushPolicy, LogConfig};
 pub use error::{LogError, Result};
 pub use log::{AppendInfo, Checkpoint, PartitionLog, PendingFlush, RetentionOutcome};
 pub use preallocate::Preallocation;
+pub use producer::{Check, ProducerStates};

@@ -10,6 +10,7 @@ use weir_common::now_ms;
 
 use crate::batch::{self, BatchError, BatchHeader, TimestampType};
 use crate::error::{LogError, Result};
+use crate::producer::Check;
 
 use super::PartitionLog;
 
@@ -28,6 +29,9 @@ pub struct AppendInfo {
     pub record_count: i64,
     /// Bytes appended.
     pub bytes: usize,
+    /// The batch was an idempotent producer's retry of one already in the log: nothing was
+    /// written, and the offsets are the original batch's (its timestamp fields are -1/`None`).
+    pub duplicate: bool,
 }
 
 impl PartitionLog {
@@ -68,9 +72,11 @@ impl PartitionLog {
     }
 
     /// Appends one batch from a producer as the partition leader in `leader_epoch`: validates
-    /// it (size, length, CRC, and every record: [`batch::check_records`]), assigns it the next offsets by rewriting the
-    /// base offset and leader epoch in its header, and writes it. Invalid input changes
-    /// nothing. Durable when it returns only if the flush policy says so; see [`Self::flush`].
+    /// it (size, length, CRC, and every record: [`batch::check_records`]) and, for an
+    /// idempotent producer, its sequence ([`crate::producer`]; a retry of a batch already
+    /// written is answered with the original offsets and `duplicate` set), assigns it the next
+    /// offsets by rewriting the base offset and leader epoch in its header, and writes it.
+    /// Invalid input changes nothing. Durable when it returns only if the flush policy says so; see [`Self::flush`].
     pub fn append_as_leader(&mut self, batch: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
         self.check_online()?;
         let mut header = batch::validate(&batch, usize::MAX)?;
@@ -118,6 +124,17 @@ impl PartitionLog {
                 latest,
             });
         }
+        if let Check::Duplicate(original) = self.producers.check(&header)? {
+            return Ok(AppendInfo {
+                base_offset: original.first_offset,
+                last_offset: original.last_offset,
+                max_timestamp: -1,
+                log_append_time: None,
+                record_count: original.last_offset - original.first_offset + 1,
+                bytes: 0,
+                duplicate: true,
+            });
+        }
 
         let base_offset = self.log_end_offset();
         header.base_offset = base_offset;
@@ -140,6 +157,7 @@ impl PartitionLog {
             log_append_time,
             record_count: i64::from(header.records_count),
             bytes: batch.len(),
+            duplicate: false,
         })
     }
 
@@ -179,6 +197,7 @@ impl PartitionLog {
                 log_append_time: None,
                 record_count: i64::from(header.records_count),
                 bytes: bytes.len(),
+                duplicate: false,
             };
             info = Some(match info {
                 None => this,
@@ -226,6 +245,8 @@ impl PartitionLog {
                     .append(&header, &[&prefix, &batch[16..]], interval)?;
             }
         }
+        self.producers
+            .update(&header, now_ms(), self.config.max_producers);
         self.unflushed_messages += header.records_count.max(0) as u64;
         self.oldest_unflushed.get_or_insert_with(Instant::now);
         let policy = self.config.flush;

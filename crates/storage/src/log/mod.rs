@@ -11,6 +11,8 @@
 //! leader-epoch-checkpoint         epoch -> first offset (see crate::epoch)
 //! recovery-point-checkpoint       everything below this offset is known to be on disk
 //! log-start-offset-checkpoint     first offset a reader may see
+//! 00000000000000052311.snapshot   idempotent producers' state as of that offset (the newest
+//!                                 three are kept; see crate::producer)
 //! .clean-shutdown                 present from a clean close until the next change
 //! ```
 //!
@@ -39,6 +41,8 @@
 //! - `truncate`: cutting a follower's diverged tail, or resetting the log to start anew.
 //! - `retention`: moving the log start offset, by `retention.ms`, `retention.bytes` and
 //!   DeleteRecords ([`RetentionOutcome`]).
+//! - `producers`: the idempotent producers' state: loaded from the newest snapshot plus the
+//!   batches after it on open and after a truncation, snapshotted on roll and close, expired.
 //! - `flush`: the flush policy, fsyncing sealed segments outside the log's lock
 //!   ([`PendingFlush`]), and the recovery-point and log-start checkpoints ([`Checkpoint`]).
 
@@ -50,10 +54,12 @@ use crate::checkpoint::sync_dir;
 use crate::config::LogConfig;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{IoContext, LogError, Result};
+use crate::producer::ProducerStates;
 use crate::segment::Segment;
 
 mod append;
 mod flush;
+mod producers;
 mod read;
 mod recovery;
 mod retention;
@@ -106,6 +112,8 @@ pub struct PartitionLog {
     checkpointed: (i64, i64),
     /// A segment was created since the directory was last fsynced.
     dir_unsynced: bool,
+    /// The idempotent producers' sequence state as of the log end (see [`crate::producer`]).
+    producers: ProducerStates,
 }
 
 impl PartitionLog {
@@ -151,7 +159,9 @@ impl PartitionLog {
             clean_marker,
             checkpointed,
             dir_unsynced: false,
+            producers: ProducerStates::empty_at(first_base),
         };
+        log.producers = log.load_producers()?;
         if recovered_any || !clean {
             log.checkpoint()?;
         }
@@ -296,6 +306,7 @@ impl PartitionLog {
             }
             self.recovery_point = self.log_end_offset();
             self.checkpoint()?;
+            self.snapshot_producers()?;
             // The marker needs no fsync of its own: everything it vouches for is durable
             // already, so if it is lost the next open merely scans.
             let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);

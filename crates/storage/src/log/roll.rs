@@ -49,6 +49,9 @@ impl PartitionLog {
         // take_pending_flush), not here: a segment-sized fsync would stall every append. The
         // recovery point stays behind it until then, so a crash rescans it.
         self.active_mut().seal()?;
+        // The producers' state as of the new segment's base: recovery and truncation replay
+        // from here instead of from the log start.
+        self.snapshot_producers()?;
         let segment = Segment::create(&self.dir, next)?;
         self.segments.insert(next, segment);
         // The new file's directory entry is fsynced with the sealed segment, before anything

@@ -48,6 +48,9 @@ impl PartitionLog {
         }
         let end = self.active_mut().truncate_to(offset)?;
         self.epochs.truncate_from_end(end)?;
+        // Producers must forget the batches cut off, or a retry of one would be answered with
+        // offsets that no longer hold it.
+        self.producers = self.load_producers()?;
         self.recovery_point = self.recovery_point.min(end);
         write_atomic(
             &self.dir,
@@ -81,6 +84,8 @@ impl PartitionLog {
             .insert(offset, Segment::create(&self.dir, offset)?);
         sync_dir(&self.dir)?;
         self.epochs.clear()?;
+        crate::producer::remove_snapshots_after(&self.dir, -1)?;
+        self.producers = crate::producer::ProducerStates::empty_at(offset);
         self.log_start_offset = offset;
         self.recovery_point = offset;
         self.unflushed_messages = 0;

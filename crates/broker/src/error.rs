@@ -121,6 +121,10 @@ pub enum BrokerError {
         /// The filesystem's error.
         error: String,
     },
+    /// The controller quorum refused what the broker asked for a client, or none could be
+    /// reached (NOT_CONTROLLER, retriable): its code and message are passed on.
+    #[error("the controller quorum answered: {}", .0.message)]
+    Controller(WireError),
     /// The broker is shutting down (UNKNOWN_SERVER_ERROR).
     #[error("broker shutting down")]
     ShuttingDown,
@@ -177,6 +181,9 @@ impl BrokerError {
             E::CorruptMessage(_) => ErrorCode::CorruptMessage,
             E::Log(e) => log_code(e),
             E::Retire { .. } => ErrorCode::KafkaStorageError,
+            E::Controller(e) => {
+                ErrorCode::try_from(e.code).unwrap_or(ErrorCode::UnknownServerError)
+            }
             E::ShuttingDown | E::Internal(_) => ErrorCode::UnknownServerError,
         }
     }
@@ -220,6 +227,9 @@ fn log_code(e: &LogError) -> ErrorCode {
         LogError::InvalidRequest(_) => ErrorCode::InvalidRequest,
         LogError::StaleEpoch { .. } => ErrorCode::FencedLeaderEpoch,
         LogError::Io { .. } | LogError::Offline { .. } => ErrorCode::KafkaStorageError,
+        LogError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+        LogError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
+        LogError::UnknownProducerId { .. } => ErrorCode::UnknownProducerId,
     }
 }
 

@@ -49,6 +49,10 @@ pub struct BrokerConfig {
     /// Largest window of disk blocks reserved ahead of an active segment
     /// (`LogConfig::preallocate_bytes`; 0: off). Default 256 MiB.
     pub log_preallocate_bytes: u64,
+    /// `producer.id.expiration.ms` (`LogConfig::producer_id_expiration`). Default 1 day.
+    pub producer_id_expiration: Duration,
+    /// Idempotent producer ids remembered per partition (`LogConfig::max_producers`).
+    pub max_producers_per_partition: usize,
     /// This process's incarnation, as the broker registers it (see
     /// [`crate::lifecycle::new_incarnation`]): the manager acts only once the metadata shows it.
     pub incarnation: u64,
@@ -68,6 +72,8 @@ pub struct BrokerConfig {
 pub fn log_config_for(broker: &BrokerConfig, topic: &TopicInfo) -> (LogConfig, usize) {
     let mut config = LogConfig {
         preallocate_bytes: broker.log_preallocate_bytes,
+        producer_id_expiration: broker.producer_id_expiration,
+        max_producers: broker.max_producers_per_partition,
         ..LogConfig::default()
     };
     for (key, value) in &topic.configs {

@@ -789,6 +789,7 @@ impl Partition {
             // Retention only deletes what consumers may no longer need: it never passes the
             // HW, since the active segment (holding everything uncommitted) is never deleted.
             log.enforce_retention(now_ms)?;
+            log.expire_producers(now_ms);
             log.trim_sealed()?;
             pending_checkpoint = log.pending_checkpoint();
         }

@@ -175,6 +175,13 @@ pub struct ProducerConfig {
     pub compression: Compression,
     /// Longest wait for one produce answer; also the broker's acks=all timeout (default 30 s).
     pub request_timeout: Duration,
+    /// The idempotent producer (Kafka's `enable.idempotence`): each batch carries a producer
+    /// id and per-partition sequence numbers, so a retried batch is written once and batches
+    /// stay in order across retries, with up to five in flight per partition. `None`
+    /// (default): on whenever `acks` is all and `max_in_flight_per_partition` at most 5, as in
+    /// Kafka 3.x when the settings do not conflict; `Some(true)` insists (and refuses other
+    /// settings); `Some(false)` turns it off.
+    pub idempotence: Option<bool>,
 }
 
 impl Default for ProducerConfig {
@@ -189,11 +196,23 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             compression: Compression::None,
             request_timeout: Duration::from_secs(30),
+            idempotence: None,
         }
     }
 }
 
+/// Most batches in flight per partition an idempotent producer may have: the broker
+/// remembers a producer's last five batches per partition.
+pub const MAX_IDEMPOTENT_IN_FLIGHT: usize = 5;
+
 impl ProducerConfig {
+    /// Whether the producer is idempotent with these settings (see [`Self::idempotence`]).
+    pub fn idempotent(&self) -> bool {
+        self.idempotence.unwrap_or(
+            self.acks == Acks::All && self.max_in_flight_per_partition <= MAX_IDEMPOTENT_IN_FLIGHT,
+        )
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
             return Err(Error::InvalidConfig("batch_size must be positive".into()));
@@ -210,6 +229,20 @@ impl ProducerConfig {
         }
         if self.request_timeout.is_zero() || self.delivery_timeout.is_zero() {
             return Err(Error::InvalidConfig("timeouts must be positive".into()));
+        }
+        if self.idempotence == Some(true) && self.acks != Acks::All {
+            return Err(Error::InvalidConfig(
+                "an idempotent producer needs acks = all (or set idempotence to Some(false))"
+                    .into(),
+            ));
+        }
+        if self.idempotence == Some(true)
+            && self.max_in_flight_per_partition > MAX_IDEMPOTENT_IN_FLIGHT
+        {
+            return Err(Error::InvalidConfig(format!(
+                "an idempotent producer keeps at most {MAX_IDEMPOTENT_IN_FLIGHT} batches in \
+                 flight per partition"
+            )));
         }
         Ok(())
     }

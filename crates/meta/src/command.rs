@@ -102,6 +102,14 @@ pub enum Command {
         /// Broker id.
         id: NodeId,
     },
+    /// Hands broker `broker` the next [`crate::state::PRODUCER_ID_BLOCK`] producer ids (Kafka's
+    /// AllocateProducerIds). Refused unless `broker_epoch` is its current registration.
+    AllocateProducerIds {
+        /// The broker asking.
+        broker: NodeId,
+        /// Its broker epoch.
+        broker_epoch: u64,
+    },
 }
 
 /// Why a request or command was refused. Each maps to one wire error code.
@@ -245,6 +253,9 @@ pub struct CommandResult {
     pub error: Option<MetaError>,
     /// The metadata version (log index) after applying.
     pub version: u64,
+    /// For [`Command::AllocateProducerIds`]: the first id of the block handed out.
+    #[serde(default)]
+    pub first_producer_id: Option<i64>,
 }
 
 impl CommandResult {

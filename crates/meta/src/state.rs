@@ -62,7 +62,14 @@ pub struct MetadataState {
     pub brokers: BTreeMap<NodeId, BrokerInfo>,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicInfo>,
+    /// The first producer id not yet handed out in a block. Serialized after the rest of a
+    /// snapshot, not with the state, so snapshots written before it existed still load.
+    #[serde(skip)]
+    pub next_producer_id: i64,
 }
+
+/// Producer ids handed to a broker by one [`Command::AllocateProducerIds`], as in Kafka.
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// Longest topic name, as in Kafka.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -308,6 +315,24 @@ impl MetadataState {
                     )));
                 }
                 self.brokers.remove(id);
+                Ok(())
+            }
+            Command::AllocateProducerIds {
+                broker,
+                broker_epoch,
+            } => {
+                let current = self.brokers.get(broker).map_or(0, |b| b.epoch);
+                if current != *broker_epoch {
+                    return Err(MetaError::StaleBrokerEpoch {
+                        broker: *broker,
+                        given: *broker_epoch,
+                        current,
+                    });
+                }
+                let Some(next) = self.next_producer_id.checked_add(PRODUCER_ID_BLOCK) else {
+                    return Err(MetaError::Internal("producer ids are exhausted".into()));
+                };
+                self.next_producer_id = next;
                 Ok(())
             }
         }
@@ -569,6 +594,34 @@ mod tests {
             .unwrap();
         assert_eq!(s.brokers.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
         assert_eq!(s.topics, fenced, "partitions keep it as a replica");
+    }
+
+    #[test]
+    fn producer_id_blocks_follow_each_other_and_need_the_current_broker_epoch() {
+        let mut s = cluster(&[(1, None), (2, None)]);
+        let epoch = |s: &MetadataState, id| s.brokers[&id].epoch;
+        for broker in [1, 2, 1] {
+            let before = s.next_producer_id;
+            let cmd = Command::AllocateProducerIds {
+                broker,
+                broker_epoch: epoch(&s, broker),
+            };
+            s.apply(s.version + 1, &cmd).unwrap();
+            assert_eq!(s.next_producer_id, before + PRODUCER_ID_BLOCK);
+        }
+        let stale = Command::AllocateProducerIds {
+            broker: 2,
+            broker_epoch: epoch(&s, 2) + 1,
+        };
+        assert!(matches!(
+            s.apply(s.version + 1, &stale),
+            Err(MetaError::StaleBrokerEpoch { broker: 2, .. })
+        ));
+        assert_eq!(
+            s.next_producer_id,
+            3 * PRODUCER_ID_BLOCK,
+            "a refusal hands out nothing"
+        );
     }
 
     #[test]

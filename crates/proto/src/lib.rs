@@ -145,6 +145,8 @@ with_error!(
     controller::v1::DescribeClusterResponse,
     controller::v1::DescribeTopicsResponse,
     controller::v1::UnregisterBrokerResponse,
+    controller::v1::AllocateProducerIdsResponse,
+    broker::v1::InitProducerIdResponse,
     broker::v1::MetadataResponse,
     broker::v1::FetchResponse,
     broker::v1::PartitionOffsetsResponse,

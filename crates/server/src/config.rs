@@ -88,6 +88,20 @@ pub struct Args {
     /// same id in that time gets its log back.
     #[arg(long, env = "WEIR_FILE_DELETE_DELAY_MS", default_value_t = 60_000)]
     pub file_delete_delay_ms: u64,
+    /// How long (ms) a partition remembers an idempotent producer it has not heard from
+    /// (Kafka's producer.id.expiration.ms). A producer idle for longer that resumes its
+    /// sequence gets UNKNOWN_PRODUCER_ID and starts again with a new id.
+    #[arg(
+        long,
+        env = "WEIR_PRODUCER_ID_EXPIRATION_MS",
+        default_value_t = 86_400_000
+    )]
+    pub producer_id_expiration_ms: u64,
+    /// Most idempotent producer ids a partition remembers (the least recently seen is
+    /// forgotten first), bounding the memory their state takes.
+    #[arg(long, env = "WEIR_MAX_PRODUCERS_PER_PARTITION", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_producers_per_partition: u64,
 }
 
 const EXAMPLES: &str = "Examples:
@@ -147,6 +161,10 @@ pub struct ServerConfig {
     pub replica_lag_time_max: Duration,
     /// Disk blocks reserved ahead of each active segment (bytes; 0: off).
     pub log_preallocate_bytes: u64,
+    /// `producer.id.expiration.ms`.
+    pub producer_id_expiration: Duration,
+    /// Idempotent producer ids remembered per partition.
+    pub max_producers_per_partition: usize,
     /// Local address of the node's own outgoing connections (`--source-address`); `None`: the
     /// kernel's choice.
     pub source_address: Option<std::net::IpAddr>,
@@ -264,6 +282,9 @@ impl Args {
             snapshot_entries: self.metadata_snapshot_entries,
             replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms.max(1)),
             log_preallocate_bytes: self.log_preallocate_bytes,
+            producer_id_expiration: Duration::from_millis(self.producer_id_expiration_ms.max(1)),
+            max_producers_per_partition: usize::try_from(self.max_producers_per_partition)
+                .unwrap_or(usize::MAX),
             source_address: self.source_address,
             file_delete_delay: Duration::from_millis(self.file_delete_delay_ms),
         })

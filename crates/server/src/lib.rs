@@ -235,6 +235,8 @@ fn start_broker(
             logs_dir: config.data_dir.join("logs"),
             replica_lag_time_max: config.replica_lag_time_max,
             log_preallocate_bytes: config.log_preallocate_bytes,
+            producer_id_expiration: config.producer_id_expiration,
+            max_producers_per_partition: config.max_producers_per_partition,
             controllers: config.quorum.iter().map(|(_, a)| a.clone()).collect(),
             incarnation,
             source_address: config.source_address,

@@ -6,7 +6,7 @@
 //! with, and the tonic trait, whose methods only hand the request to one room and wrap the
 //! answer. The produce path (`produce`) and the fetch path (`fetch`) read top to bottom in
 //! their rooms; `offsets` answers ListOffsets and PartitionOffsets, `metadata` the Metadata
-//! request, `admin` forwards admin requests to the controllers. Partitions do the bookkeeping;
+//! request, `producer_ids` InitProducerId, `admin` forwards admin requests to the controllers. Partitions do the bookkeeping;
 //! [`crate::wire`] holds the protobuf conversions.
 //!
 //! Bounds: request messages are limited to [`MAX_REQUEST_BYTES`] (1 MiB but for produce:
@@ -22,6 +22,7 @@ mod fetch;
 mod metadata;
 mod offsets;
 mod produce;
+mod producer_ids;
 
 use std::sync::Arc;
 
@@ -71,6 +72,8 @@ pub struct BrokerService {
     /// The same for replica fetch answers ([`REPLICATION_MEMORY_BYTES`]), with each
     /// follower's share.
     replication: Arc<crate::replication::leader::ReplicationBudgets>,
+    /// The block of producer ids InitProducerId hands out from.
+    producer_ids: Arc<tokio::sync::Mutex<producer_ids::ProducerIdBlock>>,
 }
 
 impl BrokerService {
@@ -95,6 +98,7 @@ impl BrokerService {
             replication: Arc::new(crate::replication::leader::ReplicationBudgets::new(
                 REPLICATION_MEMORY_BYTES,
             )),
+            producer_ids: Arc::default(),
         }
     }
 
@@ -270,6 +274,14 @@ impl pb::broker_server::Broker for BrokerService {
             c.describe_topics(r).await
         })
         .await
+    }
+
+    async fn init_producer_id(
+        &self,
+        req: Request<pb::InitProducerIdRequest>,
+    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        let result = self.init_producer_id(req.into_inner()).await;
+        Ok(Response::new(result.unwrap_or_else(|e| e.answer_plain())))
     }
 
     async fn partition_offsets(

@@ -22,9 +22,12 @@
 //! * `sender`: the sender task — per-partition queues, the in-flight limit, matching answers
 //!   to batches, retries in order, delivery timeouts — and completing batches.
 //! * `stream`: one `ProduceStream` per broker and the task reading its answers.
+//! * `idempotence`: the idempotent producer's ids, stamps and sequence numbers (on by
+//!   default: see [`ProducerConfig::idempotence`]).
 //! * here: [`Producer`] and the state its handles share with the sender task.
 
 mod accumulator;
+mod idempotence;
 mod record;
 mod sender;
 mod stream;
@@ -43,7 +46,8 @@ use tokio::task::JoinHandle;
 use weir_storage::{BatchBuilder, Header};
 
 use self::accumulator::{Accumulator, Closed, OpenBatch, Slot, TopicAcc};
-use self::sender::{Event, SenderTask, HOUSEKEEPING};
+use self::idempotence::Identity;
+use self::sender::{Event, Ident, SenderTask, HOUSEKEEPING};
 use crate::config::{ClientConfig, ProducerConfig};
 use crate::error::{Error, Result};
 use crate::metadata::Cluster;
@@ -136,11 +140,19 @@ impl std::fmt::Debug for Producer {
 }
 
 impl Producer {
-    /// Connects to the cluster (metadata from the first reachable bootstrap address) and
-    /// starts the sender.
+    /// Connects to the cluster (metadata from the first reachable bootstrap address), gets a
+    /// producer id when the producer is idempotent (InitProducerId), and starts the sender.
     pub async fn connect(client: ClientConfig, config: ProducerConfig) -> Result<Producer> {
         config.validate()?;
         let cluster = Cluster::connect(client).await?;
+        let initial = if config.idempotent() {
+            let (producer_id, epoch) =
+                idempotence::init_producer_id(&cluster, config.request_timeout).await?;
+            tracing::debug!(producer_id, epoch, "idempotent producer");
+            Ident::Ready(Identity::new(producer_id, epoch))
+        } else {
+            Ident::Off
+        };
         let shared = Arc::new(Shared {
             cluster,
             memory: Arc::new(Semaphore::new(config.buffer_memory)),
@@ -161,6 +173,7 @@ impl Producer {
             conns: HashMap::new(),
             next_conn: 0,
             stopping: false,
+            initial,
         };
         let task = tokio::spawn(sender.run());
         Ok(Producer {

@@ -9,10 +9,16 @@
 //! partition's in-flight batches are back and the backoff passed; a metadata refresh is
 //! started when the error says the metadata is stale or a stream went down.
 //!
+//! With idempotence (see `idempotence`), a batch is stamped with its partition's producer id,
+//! epoch and next sequence when it is first sent; an OUT_OF_ORDER_SEQUENCE_NUMBER answer while
+//! an earlier batch of the partition is still outstanding is one more retriable error (the
+//! earlier one is resent first), and a batch that fails for good retires its partition's
+//! identity ([`PartQueue::retire`]).
+//!
 //! Completing a batch ([`Shared::complete`]) resolves its records' `DeliveryFuture`s and gives
 //! its bytes back to `buffer_memory`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,10 +30,12 @@ use weir_proto::broker::v1 as pb;
 use weir_proto::broker::v1::produce_request::Records;
 
 use super::accumulator::{Closed, Slot};
+use super::idempotence::{self, Identity, Stamp};
 use super::record::RecordMetadata;
 use super::stream::{run_conn, Conn};
 use super::Shared;
 use crate::error::{check, Error, Result};
+use weir_proto::common::v1::ErrorCode;
 
 /// Slack over `request_timeout` before an unanswered stream is given up.
 const STREAM_SLACK: Duration = Duration::from_secs(5);
@@ -57,6 +65,13 @@ pub(super) struct Batch {
     /// The last retriable error, named in the timeout error if the batch runs out of time
     /// waiting in its queue.
     pub(super) last_error: Option<Error>,
+    /// The idempotent producer's id, epoch and first sequence, set at the first send and
+    /// kept through retries (unless the batch was certainly never written and its partition's
+    /// identity was retired: see [`PartQueue::retire`]).
+    pub(super) stamp: Option<Stamp>,
+    /// Some attempt may have written the batch ([`idempotence::may_be_written`]): it keeps its
+    /// stamp for good.
+    pub(super) maybe_written: bool,
 }
 
 impl Shared {
@@ -79,6 +94,8 @@ impl Shared {
                 created: open.created,
                 sent_at: open.created,
                 last_error: None,
+                stamp: None,
+                maybe_written: false,
             }),
             Err(e) => {
                 let err = Error::InvalidInput(format!("cannot encode the batch: {e}"));
@@ -147,6 +164,26 @@ pub(super) enum Event {
     ConnDown { conn: u64, error: Error },
     /// The producer was closed or its last handle dropped: deliver what is pending, then stop.
     Shutdown,
+    /// A fresh producer id (InitProducerId) for a partition whose identity was retired.
+    Identity {
+        key: (String, u32),
+        result: Result<(i64, i16)>,
+    },
+}
+
+/// A partition's idempotent producer identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Ident {
+    /// The producer is not idempotent.
+    #[default]
+    Off,
+    /// Stamping with this identity.
+    Ready(Identity),
+    /// Retired: a new producer id is needed before the next batch is stamped, once no batch
+    /// of the old one is outstanding.
+    Retired,
+    /// A new producer id was asked for.
+    Requested,
 }
 
 /// A partition's closed batches and what is in flight.
@@ -163,9 +200,42 @@ pub(super) struct PartQueue {
     /// Send nothing before this time: the retry backoff after a retriable error or while the
     /// partition has no known leader.
     retry_at: Option<Instant>,
+    /// The idempotent producer's identity for this partition.
+    ident: Ident,
+    /// Stamped batches not yet completed (queued or in flight), by id, with their producer
+    /// id: an out-of-order answer while an earlier one of the same id is outstanding is a
+    /// consequence of that one, not a loss.
+    stamped: BTreeMap<u64, i64>,
 }
 
 impl PartQueue {
+    fn new(ident: Ident) -> Self {
+        Self {
+            ident,
+            ..Self::default()
+        }
+    }
+
+    /// A stamped batch of this partition (`failed`, with producer id `producer_id`) failed for
+    /// good: its identity stops stamping, and the later batches of it that were certainly not
+    /// written lose their stamps, to be stamped again under a fresh producer id.
+    fn retire(&mut self, producer_id: i64, failed: u64) {
+        if matches!(self.ident, Ident::Ready(id) if id.producer_id == producer_id) {
+            tracing::debug!(producer_id, "retiring the partition's producer id");
+            self.ident = Ident::Retired;
+        }
+        for b in self
+            .queue
+            .iter_mut()
+            .filter(|b| b.id > failed && !b.maybe_written)
+        {
+            if b.stamp.is_some_and(|s| s.producer_id == producer_id) {
+                b.stamp = None;
+                self.stamped.remove(&b.id);
+            }
+        }
+    }
+
     /// Puts `batch` back in id order: a retried batch goes before those closed after it.
     fn requeue(&mut self, batch: Batch) {
         let at = self.queue.partition_point(|b| b.id < batch.id);
@@ -191,6 +261,9 @@ pub(super) struct SenderTask {
     /// Shutdown was asked for: close every open batch without waiting for its linger, and
     /// stop once nothing is pending.
     pub(super) stopping: bool,
+    /// The identity every partition starts with: the producer's id from InitProducerId, or
+    /// [`Ident::Off`].
+    pub(super) initial: Ident,
 }
 
 impl SenderTask {
@@ -257,7 +330,74 @@ impl SenderTask {
 
     fn enqueue(&mut self, batch: Batch) {
         let key = (batch.topic.clone(), batch.partition);
-        self.parts.entry(key).or_default().requeue(batch);
+        let initial = self.initial;
+        self.parts
+            .entry(key)
+            .or_insert_with(|| PartQueue::new(initial))
+            .requeue(batch);
+    }
+
+    /// Completes `batch` with `result`; a stamped batch that failed retires its partition's
+    /// identity.
+    fn resolve(&mut self, batch: Batch, result: Result<(i64, i64)>) {
+        if let Some(pq) = self.parts.get_mut(&(batch.topic.clone(), batch.partition)) {
+            pq.stamped.remove(&batch.id);
+            if let (Err(_), Some(stamp)) = (&result, batch.stamp) {
+                pq.retire(stamp.producer_id, batch.id);
+            }
+        }
+        self.shared.complete(batch, result);
+    }
+
+    /// A new producer id arrived for a partition (or could not be had: then it is asked for
+    /// again after the backoff).
+    fn identity(&mut self, key: (String, u32), result: Result<(i64, i16)>) {
+        let Some(pq) = self.parts.get_mut(&key) else {
+            return;
+        };
+        match result {
+            Ok((producer_id, epoch)) => {
+                tracing::debug!(topic = %key.0, partition = key.1, producer_id, "new producer id");
+                pq.ident = Ident::Ready(Identity::new(producer_id, epoch));
+            }
+            Err(e) => {
+                tracing::warn!(topic = %key.0, partition = key.1, error = %e,
+                    "cannot get a new producer id; retrying");
+                pq.ident = Ident::Retired;
+                pq.retry_at = Some(Instant::now() + self.shared.config.retry_backoff);
+            }
+        }
+    }
+
+    /// An idempotence refusal (out of order, unknown producer id, fenced) of `batch`.
+    fn sequence_refused(&mut self, mut batch: Batch, error: Error) {
+        let key = (batch.topic.clone(), batch.partition);
+        let Some(stamp) = batch.stamp else {
+            return self.resolve(batch, Err(error));
+        };
+        let Some(pq) = self.parts.get_mut(&key) else {
+            return self.resolve(batch, Err(error));
+        };
+        let earlier_outstanding = pq
+            .stamped
+            .range(..batch.id)
+            .any(|(_, pid)| *pid == stamp.producer_id);
+        let code = error.code();
+        if code == Some(ErrorCode::OutOfOrderSequenceNumber) && earlier_outstanding {
+            // An earlier batch failed and is being resent: this one follows it.
+            return self.retry(batch, error);
+        }
+        if code != Some(ErrorCode::ProducerFenced) && !batch.maybe_written {
+            // Never written, and the leader has lost this producer's sequence (an expired id,
+            // a lost tail): the batch goes again under a fresh producer id.
+            tracing::info!(topic = %key.0, partition = key.1, %error,
+                "the partition lost the producer's sequence; continuing under a new producer id");
+            pq.retire(stamp.producer_id, batch.id);
+            pq.stamped.remove(&batch.id);
+            batch.stamp = None;
+            return self.retry(batch, error);
+        }
+        self.resolve(batch, Err(error));
     }
 
     fn handle(&mut self, event: Event) {
@@ -266,6 +406,7 @@ impl SenderTask {
             Event::Answer { conn, answer } => self.answer(conn, answer),
             Event::ConnDown { conn, error } => self.conn_down(conn, error),
             Event::Shutdown => self.stopping = true,
+            Event::Identity { key, result } => self.identity(key, result),
         }
     }
 
@@ -294,11 +435,21 @@ impl SenderTask {
             pq.in_flight = pq.in_flight.saturating_sub(1);
         }
         match check(answer.error) {
-            Ok(()) => self
-                .shared
-                .complete(batch, Ok((answer.base_offset, answer.log_append_time))),
+            Ok(()) => self.resolve(batch, Ok((answer.base_offset, answer.log_append_time))),
             Err(e) if e.is_retriable() => self.retry(batch, e),
-            Err(e) => self.shared.complete(batch, Err(e)),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some(
+                        ErrorCode::OutOfOrderSequenceNumber
+                            | ErrorCode::UnknownProducerId
+                            | ErrorCode::ProducerFenced
+                    )
+                ) =>
+            {
+                self.sequence_refused(batch, e)
+            }
+            Err(e) => self.resolve(batch, Err(e)),
         }
     }
 
@@ -328,12 +479,15 @@ impl SenderTask {
 
     /// A retriable failure: retry in order unless the delivery timeout passed.
     fn retry(&mut self, mut batch: Batch, error: Error) {
+        if batch.stamp.is_some() && idempotence::may_be_written(&error) {
+            batch.maybe_written = true;
+        }
         if batch.created.elapsed() >= self.shared.config.delivery_timeout {
             let err = Error::Timeout(format!(
                 "delivery timeout ({:?}) expired; last error: {error}",
                 self.shared.config.delivery_timeout
             ));
-            self.shared.complete(batch, Err(err));
+            self.resolve(batch, Err(err));
             return;
         }
         if error.needs_metadata() {
@@ -341,10 +495,11 @@ impl SenderTask {
         }
         tracing::debug!(topic = %batch.topic, partition = batch.partition, %error, "retrying batch");
         batch.last_error = Some(error);
+        let initial = self.initial;
         let pq = self
             .parts
             .entry((batch.topic.clone(), batch.partition))
-            .or_default();
+            .or_insert_with(|| PartQueue::new(initial));
         pq.draining = true;
         pq.requeue(batch);
     }
@@ -368,23 +523,25 @@ impl SenderTask {
     /// answering.
     fn expire(&mut self, now: Instant) {
         let timeout = self.shared.config.delivery_timeout;
+        let mut expired = Vec::new();
         for pq in self.parts.values_mut() {
             while pq
                 .queue
                 .front()
                 .is_some_and(|b| now.duration_since(b.created) >= timeout)
             {
-                if let Some(batch) = pq.queue.pop_front() {
-                    let last = batch
-                        .last_error
-                        .as_ref()
-                        .map_or_else(|| "none".to_owned(), ToString::to_string);
-                    let err = Error::Timeout(format!(
-                        "delivery timeout ({timeout:?}) expired; last error: {last}"
-                    ));
-                    self.shared.complete(batch, Err(err));
-                }
+                expired.extend(pq.queue.pop_front());
             }
+        }
+        for batch in expired {
+            let last = batch
+                .last_error
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), ToString::to_string);
+            let err = Error::Timeout(format!(
+                "delivery timeout ({timeout:?}) expired; last error: {last}"
+            ));
+            self.resolve(batch, Err(err));
         }
         let limit = self.shared.config.request_timeout + STREAM_SLACK;
         let stuck: Vec<u64> = self
@@ -470,6 +627,33 @@ impl SenderTask {
                         })
                     }
                 };
+                if let Some(front) = pq.queue.front_mut().filter(|b| b.stamp.is_none()) {
+                    match &mut pq.ident {
+                        Ident::Off => {}
+                        Ident::Ready(identity) => {
+                            let stamp = identity.take(front.slots.len() as i32);
+                            front.bytes =
+                                idempotence::stamped(std::mem::take(&mut front.bytes), stamp);
+                            front.stamp = Some(stamp);
+                            pq.stamped.insert(front.id, stamp.producer_id);
+                        }
+                        Ident::Retired if pq.stamped.is_empty() => {
+                            // Nothing of the old id is outstanding: ask for a new one.
+                            pq.ident = Ident::Requested;
+                            let (shared, tx) = (Arc::clone(&shared), events_tx.clone());
+                            let key = (topic.clone(), *partition);
+                            tokio::spawn(async move {
+                                let within = shared.config.request_timeout;
+                                let result =
+                                    idempotence::init_producer_id(&shared.cluster, within).await;
+                                let _ = tx.send(Event::Identity { key, result });
+                            });
+                            break;
+                        }
+                        // Wait for the old id's batches, or for the new id.
+                        Ident::Retired | Ident::Requested => break,
+                    }
+                }
                 let Some(mut batch) = pq.queue.pop_front() else {
                     break;
                 };

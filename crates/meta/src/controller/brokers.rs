@@ -1,10 +1,11 @@
 //! What brokers ask of the controller: registration (bounded: every Metadata answer carries
-//! every broker) and controlled shutdown. (ISR changes are one write, in the service.)
+//! every broker), controlled shutdown and blocks of producer ids. (ISR changes are one write, in the service.)
 
 use weir_common::sync::MutexExt;
 
 use super::Controller;
 use crate::command::{Command, MetaError};
+use crate::state::PRODUCER_ID_BLOCK;
 use crate::types::NodeId;
 
 /// Longest broker address (`host:port`) or rack name a broker may register: every Metadata
@@ -98,6 +99,28 @@ impl Controller {
         self.write(Command::FenceBroker { id }).await?;
         self.liveness.locked().shutting_down(id, incarnation);
         Ok(())
+    }
+
+    /// Hands broker `id` (registered as `broker_epoch`) the next block of producer ids; returns
+    /// the block's first id and its size.
+    pub(super) async fn allocate_producer_ids(
+        &self,
+        id: NodeId,
+        broker_epoch: u64,
+    ) -> Result<(i64, i64), MetaError> {
+        let result = self
+            .write_for_result(Command::AllocateProducerIds {
+                broker: id,
+                broker_epoch,
+            })
+            .await?;
+        let first = result.first_producer_id;
+        result.into_result()?;
+        let first = first.ok_or_else(|| {
+            MetaError::Internal("the allocation was applied without a block".into())
+        })?;
+        tracing::debug!(broker = id, first, "allocated a block of producer ids");
+        Ok((first, PRODUCER_ID_BLOCK))
     }
 
     /// Removes the registration of broker `id`, which must be fenced (gone, or not yet caught

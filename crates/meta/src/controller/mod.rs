@@ -41,7 +41,7 @@ use weir_proto::channel::Channels;
 use weir_proto::controller::v1 as pb;
 use weir_proto::controller::v1::controller_client::ControllerClient;
 
-use crate::command::{Command, MetaError};
+use crate::command::{Command, CommandResult, MetaError};
 use crate::state::MetadataState;
 use crate::store::StateMachineStore;
 use crate::types::{NodeId, Raft};
@@ -215,8 +215,13 @@ impl Controller {
 
     /// Writes a command through Raft; returns the metadata version after it was applied.
     pub async fn write(&self, command: Command) -> Result<u64, MetaError> {
+        self.write_for_result(command).await?.into_result()
+    }
+
+    /// Writes a command through Raft; returns what applying it answered.
+    async fn write_for_result(&self, command: Command) -> Result<CommandResult, MetaError> {
         match self.raft.client_write(command).await {
-            Ok(response) => response.data.into_result(),
+            Ok(response) => Ok(response.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(MetaError::NotController {
                     leader: f.leader_node.map(|n| n.addr),

@@ -214,6 +214,25 @@ impl pb::controller_server::Controller for ControllerService {
         answer(result.map(|()| pb::UnregisterBrokerResponse { error: None }))
     }
 
+    async fn allocate_producer_ids(
+        &self,
+        req: Request<pb::AllocateProducerIdsRequest>,
+    ) -> Result<Response<pb::AllocateProducerIdsResponse>, Status> {
+        route!(self, req, allocate_producer_ids);
+        let req = req.into_inner();
+        let result = self
+            .inner
+            .allocate_producer_ids(req.broker_id, req.broker_epoch)
+            .await;
+        answer(
+            result.map(|(first, count)| pb::AllocateProducerIdsResponse {
+                error: None,
+                first_producer_id: first,
+                count: count as i32,
+            }),
+        )
+    }
+
     async fn describe_topics(
         &self,
         req: Request<pb::DescribeTopicsRequest>,

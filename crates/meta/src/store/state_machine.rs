@@ -39,6 +39,8 @@ struct SnapshotDataRef<'a> {
     state: &'a MetadataState,
     last_applied: &'a Option<LogId>,
     last_membership: &'a StoredMembership,
+    /// [`MetadataState::next_producer_id`], last so that the layout before it is unchanged.
+    next_producer_id: i64,
 }
 
 /// The bytes of a snapshot, decoding side.
@@ -49,6 +51,32 @@ struct SnapshotData {
     last_applied: Option<LogId>,
     #[allow(dead_code)]
     last_membership: StoredMembership,
+    next_producer_id: i64,
+}
+
+/// A snapshot written before producer ids existed: [`SnapshotData`] without its last field.
+#[derive(Deserialize)]
+struct SnapshotDataV0 {
+    state: MetadataState,
+    #[allow(dead_code)]
+    last_applied: Option<LogId>,
+    #[allow(dead_code)]
+    last_membership: StoredMembership,
+}
+
+/// The state a snapshot's bytes hold, in the current layout or the one before producer ids
+/// (which then start at 0: none were handed out).
+fn decode_snapshot(bytes: &[u8]) -> Result<MetadataState, bincode::Error> {
+    match bincode::deserialize::<SnapshotData>(bytes) {
+        Ok(data) => Ok(MetadataState {
+            next_producer_id: data.next_producer_id,
+            ..data.state
+        }),
+        Err(e) => match bincode::deserialize::<SnapshotDataV0>(bytes) {
+            Ok(old) => Ok(old.state),
+            Err(_) => Err(e),
+        },
+    }
 }
 
 /// Which log entries the in-memory state reflects.
@@ -105,14 +133,14 @@ impl StateMachineStore {
                 },
             ),
             Some(stored) => {
-                let data: SnapshotData = bincode::deserialize(&stored.data)?;
+                let state = decode_snapshot(&stored.data)?;
                 tracing::info!(
                     snapshot_id = %stored.meta.snapshot_id,
-                    version = data.state.version,
+                    version = state.version,
                     "loaded the metadata snapshot"
                 );
                 (
-                    data.state,
+                    state,
                     Applied {
                         last_applied: stored.meta.last_log_id,
                         last_membership: stored.meta.last_membership,
@@ -203,6 +231,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             state: &state,
             last_applied: &last_applied,
             last_membership: &last_membership,
+            next_producer_id: state.next_producer_id,
         })
         .or_storage(StorageIOError::read_state_machine)?;
         drop(state);
@@ -252,6 +281,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let index = entry.log_id.index;
                 applied.last_applied = Some(entry.log_id);
                 let state = Arc::make_mut(state);
+                let ids_before = state.next_producer_id;
                 let error = match entry.payload {
                     EntryPayload::Blank => {
                         state.version = index;
@@ -268,6 +298,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 results.push(CommandResult {
                     error,
                     version: index,
+                    first_producer_id: (state.next_producer_id != ids_before).then_some(ids_before),
                 });
             }
             !results.is_empty()
@@ -292,7 +323,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let decoded: SnapshotData = bincode::deserialize(&data)
+        let decoded = decode_snapshot(&data)
             .or_storage(|e| StorageIOError::read_snapshot(Some(meta.signature()), e))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
@@ -305,7 +336,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut applied = self.lock_applied();
         applied.last_applied = meta.last_log_id;
         applied.last_membership = meta.last_membership.clone();
-        self.shared.state_tx.send_replace(Arc::new(decoded.state));
+        self.shared.state_tx.send_replace(Arc::new(decoded));
         drop(applied);
         tracing::info!(snapshot_id = %meta.snapshot_id, "installed a metadata snapshot");
         Ok(())
@@ -318,5 +349,44 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_carry_the_next_producer_id_and_older_ones_still_load() {
+        let state = MetadataState {
+            version: 12,
+            next_producer_id: 3000,
+            ..MetadataState::default()
+        };
+        let membership = StoredMembership::default();
+        let bytes = bincode::serialize(&SnapshotDataRef {
+            state: &state,
+            last_applied: &None,
+            last_membership: &membership,
+            next_producer_id: state.next_producer_id,
+        })
+        .unwrap();
+        assert_eq!(decode_snapshot(&bytes).unwrap(), state);
+
+        #[derive(Serialize)]
+        struct Before<'a> {
+            state: &'a MetadataState,
+            last_applied: &'a Option<LogId>,
+            last_membership: &'a StoredMembership,
+        }
+        let old = bincode::serialize(&Before {
+            state: &state,
+            last_applied: &None,
+            last_membership: &membership,
+        })
+        .unwrap();
+        let loaded = decode_snapshot(&old).unwrap();
+        assert_eq!((loaded.version, loaded.next_producer_id), (12, 0));
+        assert!(decode_snapshot(&old[..old.len() - 1]).is_err());
     }
 }

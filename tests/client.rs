@@ -2,7 +2,8 @@
 //! keyed and keyless produce/consume, seeking by Latest and Timestamp, bootstrap fallback,
 //! typed server errors, producer back-pressure, and a producer delivering through a leader
 //! kill on an RF 3 cluster: every delivery result checked, and the log read back holding each
-//! acknowledged record at its offset, in send order, with only retried batches repeated;
+//! acknowledged record at its offset, in send order, with only retried batches repeated (and
+//! none at all from the idempotent producer, through repeated leader kills);
 //! a consumer reading on through a leader kill with no gap and no repeat; and every
 //! compression codec round-tripping records byte for byte through an RF 3 cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -854,8 +855,8 @@ fn the_partition_check_allows_only_retried_batches_to_repeat() {
     assert!(check(layout, &lost).is_err());
 }
 
-/// An RF 3 topic (min.insync.replicas 2) takes a steady stream of acks=all records while the
-/// leader of partition 0 is killed. Every delivery result is checked: none fails, acks come
+/// An RF 3 topic (min.insync.replicas 2) takes a steady stream of acks=all records from a
+/// producer without idempotence while the leader of partition 0 is killed. Every delivery result is checked: none fails, acks come
 /// both before the kill and, from the new leader, for records sent after it. Then the topic
 /// is read back with the consumer (and its batch boundaries with a raw fetch): see
 /// [`check_partition`] for what each partition must hold.
@@ -885,6 +886,9 @@ async fn producer_keeps_delivering_through_a_leader_kill() {
             linger: Duration::from_millis(2),
             delivery_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(10),
+            // The plain producer: a retried batch may be stored twice, which the check allows
+            // only as a whole resent batch. The idempotent one is held to none (below).
+            idempotence: Some(false),
             ..ProducerConfig::default()
         },
     )
@@ -1010,11 +1014,165 @@ async fn producer_keeps_delivering_through_a_leader_kill() {
     );
 
     // ---- The log: once the followers caught up, read it all back.
+    let (total, duplicates) =
+        read_back_and_check(&mut cluster, &admin, config, "durable", &acked, total_sent).await;
+    eprintln!("{duplicates} records stored twice, all of them copies of retried batches");
+    assert_eq!(total as usize, total_sent as usize + duplicates);
+    producer.close().await.unwrap();
+}
+
+/// Leaders killed with SIGKILL in a row.
+const KILL_ROUNDS: usize = 3;
+
+/// The idempotent producer (weir-client's default), with five batches of about 2 KiB in flight
+/// per partition, through repeated SIGKILLs of partition leaders on an RF 3 topic
+/// (min.insync.replicas 2): each round kills the leader of one partition while records flow,
+/// waits for acks from the new leader, restarts the killed broker and waits for the full ISR.
+/// Batches in flight to a killed leader are retried at its successor, which may already hold
+/// them: every delivery must succeed, and the log read back must hold each record exactly
+/// once, at its acknowledged offset, in send order ([`check_partition`] with no copies at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producer_stores_each_record_once_through_repeated_leader_kills() {
+    let _serial = serial();
+    let mut cluster = start(3).await;
+    let config = client_config(&mut cluster);
+    let admin = Admin::connect(config.clone()).await.unwrap();
+    let topic = "once";
+    admin
+        .create_topic(
+            topic,
+            2,
+            3,
+            BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]),
+        )
+        .await
+        .unwrap();
+    wait_topic_ready(&admin, topic, 3).await;
+    let producer_config = ProducerConfig {
+        linger: Duration::from_millis(2),
+        batch_size: 2048,
+        max_in_flight_per_partition: 5,
+        delivery_timeout: Duration::from_secs(90),
+        request_timeout: Duration::from_secs(10),
+        ..ProducerConfig::default()
+    };
+    assert!(producer_config.idempotent(), "idempotence is the default");
+    let producer = Producer::connect(config.clone(), producer_config)
+        .await
+        .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let (deliveries_tx, deliveries_rx) = mpsc::unbounded_channel();
+    let never = Arc::new(AtomicU64::new(u64::MAX));
+    let collector = collect_deliveries(deliveries_rx, Arc::clone(&tally), never);
+    let sender = {
+        let producer = producer.clone();
+        let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) && n < MAX_SENT {
+                let record = ProducerRecord::new(topic, format!("v{n}")).key(n.to_string());
+                let delivery = producer.send(record).await.unwrap();
+                deliveries_tx.send((n, delivery)).unwrap();
+                n += 1;
+                sent.store(n, Ordering::SeqCst);
+                if n % 100 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            n
+        })
+    };
+    let acked_on = |p: usize| tally.locked().acked[p];
+    for round in 0..KILL_ROUNDS {
+        let partition = round % 2;
+        let flowing = acked_on(partition) + 500;
+        wait_for("acks before the kill", STARTUP, || async {
+            let t = tally.locked();
+            assert_eq!(t.failed, 0, "deliveries failed: {t:?}");
+            (t.acked[partition] >= flowing).then_some(())
+        })
+        .await;
+        let victim = admin.describe_topic(topic).await.unwrap().partitions[partition]
+            .leader
+            .unwrap();
+        cluster.kill(victim);
+        let at_kill = acked_on(partition);
+        eprintln!(
+            "round {round}: killed broker {victim}, the leader of {topic}-{partition}, at {at_kill} acks there"
+        );
+        wait_for("a new leader", STARTUP, || async {
+            let t = admin.describe_topic(topic).await.ok()?;
+            (t.partitions[partition].leader? != victim).then_some(())
+        })
+        .await;
+        wait_for(
+            "acks from the new leader",
+            Duration::from_secs(60),
+            || async { (acked_on(partition) >= at_kill + 1000).then_some(()) },
+        )
+        .await;
+        cluster.spawn(victim);
+        wait_topic_ready(&admin, topic, 3).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let total_sent = sent_count(sender).await;
+    tokio::time::timeout(Duration::from_secs(90), producer.flush())
+        .await
+        .expect("flush finishes")
+        .unwrap();
+    let delivered = tokio::time::timeout(Duration::from_secs(90), collector)
+        .await
+        .expect("every delivery resolves")
+        .unwrap();
+    assert_eq!(delivered.len() as u64, total_sent);
+    let failed: Vec<(u64, &Error)> = delivered
+        .iter()
+        .filter_map(|d| d.result.as_ref().err().map(|e| (d.n, e)))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} records failed, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let acked: HashMap<u64, RecordMetadata> = delivered
+        .iter()
+        .map(|d| (d.n, d.result.clone().unwrap()))
+        .collect();
+    let (total, duplicates) =
+        read_back_and_check(&mut cluster, &admin, config, topic, &acked, total_sent).await;
+    eprintln!(
+        "{total_sent} records sent and acknowledged through {KILL_ROUNDS} leader kills; {total} stored"
+    );
+    assert_eq!(
+        duplicates, 0,
+        "records of the idempotent producer were stored twice"
+    );
+    assert_eq!(total, total_sent as i64);
+    producer.close().await.unwrap();
+}
+
+/// Once every partition of `topic` (2 partitions, keys partitioned as the producer did) is led
+/// and its followers caught up, reads it all back with the consumer and its batch boundaries
+/// with a raw fetch, and holds each partition to [`check_partition`] against the `total_sent`
+/// records numbered from 0 and their acknowledgements. Returns the records stored and how many
+/// of them are copies of retried batches.
+async fn read_back_and_check(
+    cluster: &mut Cluster,
+    admin: &Admin,
+    config: ClientConfig,
+    topic: &str,
+    acked: &HashMap<u64, RecordMetadata>,
+    total_sent: u64,
+) -> (i64, usize) {
     let t = wait_for(
         "every partition led, its high watermark at its log end",
         STARTUP,
         || async {
-            let t = admin.describe_topic("durable").await.ok()?;
+            let t = admin.describe_topic(topic).await.ok()?;
             t.partitions
                 .iter()
                 .all(|p| p.leader.is_some() && p.high_watermark == p.log_end_offset)
@@ -1028,10 +1186,10 @@ async fn producer_keeps_delivering_through_a_leader_kill() {
     for p in &t.partitions {
         assert_eq!(p.log_start_offset, 0, "{p:?}");
         consumer
-            .assign("durable", p.partition, Offset::Earliest)
+            .assign(topic, p.partition, Offset::Earliest)
             .await
             .unwrap();
-        assert_eq!(consumer.position("durable", p.partition), Some(0));
+        assert_eq!(consumer.position(topic, p.partition), Some(0));
     }
     let total: i64 = t.partitions.iter().map(|p| p.high_watermark).sum();
     let records = read_n(&mut consumer, total as usize, Duration::from_secs(60)).await;
@@ -1049,17 +1207,12 @@ async fn producer_keeps_delivering_through_a_leader_kill() {
             .filter(|r| r.partition == partition)
             .collect();
         assert_eq!(here.len() as i64, p.high_watermark, "partition {partition}");
-        assert_eq!(
-            consumer.position("durable", partition),
-            Some(p.high_watermark)
-        );
+        assert_eq!(consumer.position(topic, partition), Some(p.high_watermark));
         let leader = cluster.node(p.leader.unwrap()).broker_addr();
-        let batches = raw_batches(&leader, "durable", partition, p.high_watermark).await;
+        let batches = raw_batches(&leader, topic, partition, p.high_watermark).await;
         duplicates += check_partition(partition, &sent_here, &acked, &here, &batches);
     }
-    eprintln!("{duplicates} records stored twice, all of them copies of retried batches");
-    assert_eq!(total as usize, total_sent as usize + duplicates);
-    producer.close().await.unwrap();
+    (total, duplicates)
 }
 
 /// The sender task's count of records sent, once it stopped.

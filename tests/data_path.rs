@@ -11,6 +11,7 @@
 //! - `unclean_election`: unclean.leader.election.enable off (an out-of-sync replica never
 //!   leads) and on (it leads once every ISR member is gone, and the records only the old
 //!   leader had are lost);
+//! - `idempotence`: InitProducerId and the leader's sequence checks over raw gRPC;
 //! - `replication_rpcs`: ProduceStream and OffsetForLeaderEpoch called directly over gRPC;
 //! - `replica_lifecycle`: retention and topic deletion observed on every replica;
 //! - `preallocation`: disk blocks reserved ahead of busy partitions only.
@@ -24,6 +25,8 @@ mod common;
 mod acks_all_failover;
 #[path = "data_path/bad_requests.rs"]
 mod bad_requests;
+#[path = "data_path/idempotence.rs"]
+mod idempotence;
 #[path = "data_path/min_insync.rs"]
 mod min_insync;
 #[path = "data_path/preallocation.rs"]

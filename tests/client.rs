@@ -1210,7 +1210,7 @@ async fn read_back_and_check(
         assert_eq!(consumer.position(topic, partition), Some(p.high_watermark));
         let leader = cluster.node(p.leader.unwrap()).broker_addr();
         let batches = raw_batches(&leader, topic, partition, p.high_watermark).await;
-        duplicates += check_partition(partition, &sent_here, &acked, &here, &batches);
+        duplicates += check_partition(partition, &sent_here, acked, &here, &batches);
     }
     (total, duplicates)
 }

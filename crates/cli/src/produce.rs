@@ -61,6 +61,11 @@ pub struct ProduceArgs {
     /// it compressed; consumers decompress).
     #[arg(long, default_value = "none", value_name = "CODEC", value_parser = parse_compression)]
     compression: Compression,
+    /// Turn the idempotent producer off. It is on with --acks all (the default): a batch
+    /// resent after a lost answer or a leader change is stored once, in order. With --acks 0
+    /// or 1 it is off anyway.
+    #[arg(long)]
+    no_idempotence: bool,
 }
 
 fn parse_compression(s: &str) -> Result<Compression, String> {
@@ -99,6 +104,7 @@ pub async fn run(args: ProduceArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let config = ProducerConfig {
         acks: args.acks,
         compression: args.compression,
+        idempotence: args.no_idempotence.then_some(false),
         ..ProducerConfig::default()
     };
     let producer = Producer::connect(ctx.client.clone(), config).await?;

@@ -2,7 +2,8 @@
 //! the whole life of a topic (create → describe → produce 10,000 keyed lines → consume them
 //! back in per-partition order → delete), the documented errors and exit codes for bad
 //! flags, unknown topics and an unreachable cluster, and every example command line of every
-//! `--help` run against a live cluster.
+//! `--help` run against a live cluster; null keys and values through `--null-marker` and a
+//! time range read with `--from-timestamp`/`--until-timestamp`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 // The serial() guard is held across awaits on purpose: it keeps cluster tests one at a time.
 #![allow(clippy::await_holding_lock)]
@@ -1325,4 +1326,139 @@ async fn weir_bench_reports_what_it_sent_and_read() {
         refused.stderr.contains("consumer groups are not built yet"),
         "{refused:?}"
     );
+}
+
+/// Null keys and values through `--null-marker` both ways (and as JSON nulls), and a time
+/// range read with `--from-timestamp` and `--until-timestamp`, which ends by itself once every
+/// partition reached its end.
+#[tokio::test]
+async fn null_markers_and_a_timestamp_range_through_the_cli() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(1, 0, &[]);
+    cluster.wait_healthy(STARTUP).await;
+    cluster.wait_active_brokers(1, 1, STARTUP).await;
+    let bootstrap = cluster.node(1).broker_addr();
+    let b = bootstrap.as_str();
+    weir_ok(b, &["topic", "create", "nulls", "-p", "1", "-r", "1"]).await;
+    let input = b"a:1\nNULL:2\nc:NULL\nd:\n";
+    let run = weir_run(
+        b,
+        &[
+            "produce",
+            "nulls",
+            "--key-separator",
+            ":",
+            "--null-marker",
+            "NULL",
+        ],
+        input,
+    )
+    .await
+    .ok();
+    assert!(
+        run.stderr
+            .ends_with("produced 4 records to nulls (0 failed)\n"),
+        "{run:?}"
+    );
+    let args = [
+        "consume",
+        "nulls",
+        "--format",
+        "%k=%v",
+        "--idle-timeout-ms",
+        "1000",
+    ];
+    let plain = weir_ok(b, &args).await.stdout;
+    assert_eq!(
+        plain, "a=1\n=2\nc=\nd=\n",
+        "null prints as nothing by default"
+    );
+    let marked = [&args[..], &["--null-marker", "<null>"]].concat();
+    let marked = weir_ok(b, &marked).await.stdout;
+    assert_eq!(
+        marked, "a=1\n<null>=2\nc=<null>\nd=\n",
+        "an empty value is not null"
+    );
+    let json = weir_ok(
+        b,
+        &[
+            "consume",
+            "nulls",
+            "-o",
+            "json",
+            "--idle-timeout-ms",
+            "1000",
+        ],
+    )
+    .await
+    .stdout;
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4, "{json}");
+    assert!(
+        rows[1]["key"].is_null() && rows[2]["value"].is_null(),
+        "{json}"
+    );
+    assert_eq!(rows[3]["value"], "", "{json}");
+
+    // Records stamped 1000, 2000, … 5000 on two partitions, through the Rust client.
+    weir_ok(b, &["topic", "create", "times", "-p", "2", "-r", "1"]).await;
+    let producer = weir_client::Producer::connect(
+        weir_client::ClientConfig::new([bootstrap.clone()]),
+        weir_client::ProducerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut deliveries = Vec::new();
+    for p in 0..2u32 {
+        for t in 1..=5i64 {
+            let record = weir_client::ProducerRecord::new("times", format!("{p}@{t}"))
+                .partition(p)
+                .timestamp(t * 1000);
+            deliveries.push(producer.send(record).await.unwrap());
+        }
+    }
+    producer.close().await.unwrap();
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    let range = [
+        "consume",
+        "times",
+        "--from-timestamp",
+        "2000",
+        "--until-timestamp",
+        "4000",
+    ];
+    let run = weir_ok(b, &range).await;
+    let mut got: Vec<&str> = run.stdout.lines().collect();
+    got.sort_unstable();
+    assert_eq!(got, ["0@2", "0@3", "1@2", "1@3"], "{run:?}");
+    assert!(
+        run.stderr.ends_with("consumed 4 records from times\n"),
+        "{run:?}"
+    );
+    let empty = weir_ok(b, &["consume", "times", "--until-timestamp", "500"]).await;
+    assert_eq!(empty.stdout, "", "nothing is older than 500: {empty:?}");
+    let beyond = weir_ok(
+        b,
+        &[
+            "consume",
+            "times",
+            "--from-timestamp",
+            "5000",
+            "--until-timestamp",
+            "99999",
+        ],
+    )
+    .await;
+    assert_eq!(
+        beyond.stdout.lines().count(),
+        2,
+        "up to each partition's end: {beyond:?}"
+    );
+    let bad = weir_run(b, &["consume", "times", "--until-timestamp", "-1"], b"").await;
+    assert_eq!(bad.code, 2, "{bad:?}");
 }

@@ -5,6 +5,7 @@
 //! nothing ready, so a pipe gets large writes under load and a terminal sees each record as
 //! it arrives. A closed stdout (`weir consume t | head`) ends the command quietly.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -31,7 +32,8 @@ Format placeholders:
   %v value    %k key    %T topic    %p partition    %o offset
   %t timestamp (ms since the epoch)    %h headers as k1=v1,k2=v2    %% a percent sign
 Escapes: \\n newline, \\t tab, \\r carriage return, \\\\ backslash. A null key or value prints
-as nothing. A newline follows each record unless FMT already ends with one.
+as nothing, or as --null-marker's text. A newline follows each record unless FMT already ends
+with one. --from-timestamp and --until-timestamp together read a time range and then stop.
 
 Examples:
   weir consume orders
@@ -54,6 +56,14 @@ pub struct ConsumeArgs {
     /// Start at the first record whose timestamp is at or after MS (ms since the epoch).
     #[arg(long, value_name = "MS")]
     from_timestamp: Option<i64>,
+    /// Stop each partition before its first record whose timestamp is at or after MS, as
+    /// found when the command starts (a partition with no such record stops at its end at
+    /// start); the command ends once every partition has stopped.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(i64).range(0..))]
+    until_timestamp: Option<i64>,
+    /// Print a null key or value as TEXT (`%k`, `%v`; JSON shows null) instead of nothing.
+    #[arg(long, value_name = "TEXT")]
+    null_marker: Option<String>,
     /// Stop after printing N records.
     #[arg(long, value_name = "N")]
     max_messages: Option<u64>,
@@ -107,17 +117,42 @@ pub async fn run(args: ConsumeArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         Some(ms) => Offset::Timestamp(ms),
         None => args.offset,
     };
+    // Where each partition stops with --until-timestamp: the first offset at or after it
+    // (ListOffsets by time, or the end when no record is that new yet).
+    let mut ends = HashMap::new();
+    if let Some(until) = args.until_timestamp {
+        for p in &partitions {
+            consumer
+                .assign(&args.topic, *p, Offset::Timestamp(until))
+                .await
+                .map_err(|e| for_topic(e, &args.topic))?;
+            ends.insert(*p, consumer.position(&args.topic, *p).unwrap_or(0));
+        }
+    }
     for p in &partitions {
         consumer
             .assign(&args.topic, *p, start)
             .await
             .map_err(|e| for_topic(e, &args.topic))?;
     }
+    // Partitions still to read up to their end (all of them without --until-timestamp).
+    let mut open: HashSet<u32> = partitions
+        .iter()
+        .copied()
+        .filter(|p| {
+            ends.get(p).is_none_or(|end| {
+                consumer
+                    .position(&args.topic, *p)
+                    .is_some_and(|at| at < *end)
+            })
+        })
+        .collect();
 
+    let null = args.null_marker.clone().unwrap_or_default().into_bytes();
     let printer = match (&args.format, ctx.output) {
-        (Some(format), _) => Printer::Format(format.clone()),
+        (Some(format), _) => Printer::Format(format.clone().with_null(null)),
         (None, OutputFormat::Json) => Printer::Json,
-        (None, OutputFormat::Table) => Printer::Format(Format::default()),
+        (None, OutputFormat::Table) => Printer::Format(Format::default().with_null(null)),
     };
     let idle = args.idle_timeout_ms.map(Duration::from_millis);
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
@@ -128,7 +163,7 @@ pub async fn run(args: ConsumeArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 
-    while !matches!(args.max_messages, Some(max) if count >= max) {
+    while !open.is_empty() && !matches!(args.max_messages, Some(max) if count >= max) {
         // Take what is ready without waiting; before waiting, hand what was printed to stdout.
         let item = match stream.next().now_or_never() {
             Some(item) => Some(item),
@@ -157,6 +192,15 @@ pub async fn run(args: ConsumeArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
                 return Err(for_topic(e, &args.topic));
             }
         };
+        if let Some(end) = ends.get(&record.partition) {
+            if record.offset >= *end {
+                open.remove(&record.partition);
+                continue;
+            }
+            if record.offset + 1 >= *end {
+                open.remove(&record.partition);
+            }
+        }
         line.clear();
         printer.write(&record, &mut line)?;
         match out.write_all(&line) {
@@ -233,17 +277,25 @@ enum Piece {
 pub struct Format {
     /// The pieces, in order; the last is a newline.
     pieces: Vec<Piece>,
+    /// What a null key or value prints as (`--null-marker`; nothing by default).
+    null: Vec<u8>,
 }
 
 impl Default for Format {
     fn default() -> Self {
         Self {
             pieces: vec![Piece::Value, Piece::Text(b"\n".to_vec())],
+            null: Vec::new(),
         }
     }
 }
 
 impl Format {
+    /// The format with null keys and values printed as `null`.
+    fn with_null(self, null: Vec<u8>) -> Self {
+        Self { null, ..self }
+    }
+
     /// Parses a format string; an unknown `%x` placeholder or `\x` escape is an error.
     pub fn parse(s: &str) -> Result<Format, String> {
         let mut pieces = Vec::new();
@@ -302,7 +354,10 @@ impl Format {
             text.push(b'\n');
         }
         pieces.push(Piece::Text(text));
-        Ok(Format { pieces })
+        Ok(Format {
+            pieces,
+            null: Vec::new(),
+        })
     }
 
     /// Appends one record, formatted, to `out`.
@@ -310,8 +365,8 @@ impl Format {
         for piece in &self.pieces {
             match piece {
                 Piece::Text(t) => out.extend_from_slice(t),
-                Piece::Value => out.extend_from_slice(bytes_of(&r.value)),
-                Piece::Key => out.extend_from_slice(bytes_of(&r.key)),
+                Piece::Value => out.extend_from_slice(r.value.as_deref().unwrap_or(&self.null)),
+                Piece::Key => out.extend_from_slice(r.key.as_deref().unwrap_or(&self.null)),
                 Piece::Topic => out.extend_from_slice(r.topic.as_bytes()),
                 Piece::Partition => out.extend_from_slice(r.partition.to_string().as_bytes()),
                 Piece::Offset => out.extend_from_slice(r.offset.to_string().as_bytes()),
@@ -331,11 +386,6 @@ impl Format {
             }
         }
     }
-}
-
-/// The bytes of an optional key or value; nothing for null.
-fn bytes_of(b: &Option<bytes::Bytes>) -> &[u8] {
-    b.as_deref().unwrap_or_default()
 }
 
 /// Text for JSON: the bytes as UTF-8, invalid sequences replaced.

@@ -66,6 +66,10 @@ pub struct ProduceArgs {
     /// or 1 it is off anyway.
     #[arg(long)]
     no_idempotence: bool,
+    /// A key or value that is exactly this text is sent as null (a null value is a
+    /// tombstone). Without it every line and key is sent as the bytes it holds.
+    #[arg(long, value_name = "TEXT")]
+    null_marker: Option<String>,
 }
 
 fn parse_compression(s: &str) -> Result<Compression, String> {
@@ -141,8 +145,16 @@ pub async fn run(args: ProduceArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
                 }
             },
         };
+        let null = |b: &Bytes| {
+            args.null_marker
+                .as_ref()
+                .is_some_and(|m| m.as_bytes() == &b[..])
+        };
         let mut record = ProducerRecord::new(args.topic.clone(), value);
-        if let Some(key) = key {
+        if record.value.as_ref().is_some_and(null) {
+            record.value = None;
+        }
+        if let Some(key) = key.filter(|k| !null(k)) {
             record = record.key(key);
         }
         if let Some(p) = args.partition {

@@ -112,6 +112,9 @@ pub struct ProducerOptions {
     /// What the values hold.
     #[arg(long, value_enum, default_value_t = Payload::Random)]
     payload: Payload,
+    /// Turn the idempotent producer off (it is on with --acks all, as in `weir produce`).
+    #[arg(long)]
+    no_idempotence: bool,
 }
 
 /// Arguments of `weir bench produce`.
@@ -391,6 +394,9 @@ fn producer_config(options: &ProducerOptions) -> ProducerConfig {
         linger: Duration::from_millis(options.linger_ms),
         compression: options.compression,
         buffer_memory: (64 << 20).max(options.batch_bytes * 4),
+        // With more than 5 batches in flight the default would turn idempotence off silently.
+        max_in_flight_per_partition: 5,
+        idempotence: options.no_idempotence.then_some(false),
         ..ProducerConfig::default()
     }
 }

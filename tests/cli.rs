@@ -1462,3 +1462,83 @@ async fn null_markers_and_a_timestamp_range_through_the_cli() {
     let bad = weir_run(b, &["consume", "times", "--until-timestamp", "-1"], b"").await;
     assert_eq!(bad.code, 2, "{bad:?}");
 }
+
+/// Server-wide topic defaults (`--topic-config-default`, here through its environment
+/// variable): `weir topic describe` shows every config with its value and source, a topic's
+/// override winning over the server's default and that over the built-in one, and
+/// `compression.type=zstd` from the server makes the leader store a plainly produced batch as
+/// zstd, read back the same.
+#[tokio::test]
+async fn topic_configs_show_their_source_and_server_defaults_apply() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(
+        1,
+        0,
+        &[(
+            "WEIR_TOPIC_CONFIG_DEFAULTS",
+            "retention.ms=86400000,compression.type=zstd",
+        )],
+    );
+    cluster.wait_healthy(STARTUP).await;
+    cluster.wait_active_brokers(1, 1, STARTUP).await;
+    let bootstrap = cluster.node(1).broker_addr();
+    let b = bootstrap.as_str();
+    let create = ["topic", "create", "sourced", "-p", "1", "-r", "1"];
+    weir_ok(
+        b,
+        &[&create[..], &["--config", "retention.ms=3600000"]].concat(),
+    )
+    .await;
+    let topic = weir_ok(b, &["topic", "describe", "sourced", "-o", "json"])
+        .await
+        .json();
+    let entries = topic["config_entries"].as_array().unwrap();
+    let entry = |name: &str| {
+        let e = entries.iter().find(|e| e["name"] == name).unwrap();
+        (
+            e["value"].as_str().unwrap().to_owned(),
+            e["source"].as_str().unwrap().to_owned(),
+        )
+    };
+    assert_eq!(entry("retention.ms"), ("3600000".into(), "topic".into()));
+    assert_eq!(
+        entry("compression.type"),
+        ("zstd".into(), "server-default".into())
+    );
+    assert_eq!(
+        entry("segment.bytes"),
+        ("1073741824".into(), "built-in".into())
+    );
+    assert!(entries.len() >= 15, "every key is listed: {topic}");
+    let table = weir_ok(b, &["topic", "describe", "sourced"]).await.stdout;
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["compression.type", "zstd", "server-default"]),
+        "{table}"
+    );
+
+    let run = weir_run(b, &["produce", "sourced"], b"one\ntwo\nthree\n")
+        .await
+        .ok();
+    assert!(run.stderr.ends_with("(0 failed)\n"), "{run:?}");
+    let back = weir_ok(b, &["consume", "sourced", "--idle-timeout-ms", "1000"]).await;
+    assert_eq!(back.stdout, "one\ntwo\nthree\n");
+    let dir = common::data::partition_dir(&cluster.node(1).data_dir, "sourced", 0);
+    let mut codecs = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let bytes = bytes::Bytes::from(std::fs::read(&path).unwrap());
+            for batch in weir_storage::batch::Batches::new(bytes).map_while(Result::ok) {
+                codecs.push(batch.header().compression().unwrap());
+            }
+        }
+    }
+    assert!(!codecs.is_empty(), "no batch on disk in {}", dir.display());
+    assert!(
+        codecs.iter().all(|c| *c == weir_client::Compression::Zstd),
+        "stored as {codecs:?}"
+    );
+}

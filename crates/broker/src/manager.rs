@@ -14,7 +14,7 @@
 //! waiting for it means a restarted broker never serves as leader of an epoch it may have lost
 //! records of (Kafka's broker epochs).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -65,18 +65,22 @@ pub struct BrokerConfig {
     /// at once: if the topic comes back with the same id within this time, its log is restored
     /// as it was.
     pub delete_delay: Duration,
+    /// The server's defaults for every topic (`--topic-config-default`, validated): a topic's
+    /// own overrides win over them, and they over the built-in defaults.
+    pub topic_defaults: BTreeMap<String, String>,
 }
 
-/// Topic configs over this broker's log settings as a log config (keys were validated by the
-/// controller) and `min.insync.replicas`.
+/// Topic configs (the topic's overrides over the server's defaults) over this broker's log
+/// settings as a log config (keys were validated by the controller) and `min.insync.replicas`.
 pub fn log_config_for(broker: &BrokerConfig, topic: &TopicInfo) -> (LogConfig, usize) {
+    let configs = topic_config::merged(&topic.configs, &broker.topic_defaults);
     let mut config = LogConfig {
         preallocate_bytes: broker.log_preallocate_bytes,
         producer_id_expiration: broker.producer_id_expiration,
         max_producers: broker.max_producers_per_partition,
         ..LogConfig::default()
     };
-    for (key, value) in &topic.configs {
+    for (key, value) in &configs {
         match TopicConfig::parse(key, value) {
             Ok(parsed) => config.apply(parsed),
             Err(e) => {
@@ -84,7 +88,7 @@ pub fn log_config_for(broker: &BrokerConfig, topic: &TopicInfo) -> (LogConfig, u
             }
         }
     }
-    let min_insync = topic_config::min_insync_replicas(&topic.configs) as usize;
+    let min_insync = topic_config::min_insync_replicas(&configs) as usize;
     (config, min_insync)
 }
 

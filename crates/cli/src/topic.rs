@@ -36,8 +36,12 @@ Examples:
   weir topic describe orders
   weir topic describe orders --output json | jq '.partitions[] | {partition, leader}'
 
-JSON keys: name, id, configs, partitions[].{partition,leader,leader_epoch,replicas,isr,
-log_start_offset,high_watermark,log_end_offset}")]
+Each config is shown with the value in effect and its source: topic (an override set with
+--config), server-default (the server's --topic-config-default) or built-in.
+
+JSON keys: name, id, configs (the overrides), config_entries[].{name,value,source},
+partitions[].{partition,leader,leader_epoch,replicas,isr,log_start_offset,high_watermark,
+log_end_offset}")]
     Describe {
         /// Topic name.
         name: String,
@@ -202,12 +206,18 @@ fn render(topic: &TopicDescription) -> String {
         topic.id,
         topic.partitions.len()
     );
-    let configs: BTreeMap<&String, &String> = topic.configs.iter().collect();
-    if configs.is_empty() {
-        out.push_str("Configs: (cluster defaults)\n\n");
-    } else {
+    if topic.config_entries.is_empty() {
+        // A server that predates config sources: its overrides only.
+        let configs: BTreeMap<&String, &String> = topic.configs.iter().collect();
         let list: Vec<String> = configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
         out.push_str(&format!("Configs: {}\n\n", list.join(", ")));
+    } else {
+        let mut configs = Table::new(&["CONFIG", "VALUE", "SOURCE"]);
+        for e in &topic.config_entries {
+            configs.row(vec![e.name.clone(), e.value.clone(), e.source.to_string()]);
+        }
+        out.push_str(&configs.render());
+        out.push('\n');
     }
     let mut table = Table::new(&[
         "PARTITION",
@@ -253,6 +263,9 @@ struct TopicJson {
     id: String,
     /// Configuration overrides.
     configs: BTreeMap<String, String>,
+    /// Every config with its value in effect and its source (topic, server-default,
+    /// built-in).
+    config_entries: Vec<weir_client::ConfigEntry>,
     /// Partitions by index.
     partitions: Vec<PartitionJson>,
 }
@@ -288,6 +301,7 @@ impl From<&TopicDescription> for TopicJson {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            config_entries: t.config_entries.clone(),
             partitions: t
                 .partitions
                 .iter()

@@ -17,12 +17,17 @@ use crate::metadata::Cluster;
 /// A topic as the controller describes it, with each partition's offsets from its leader.
 ///
 /// ```
-/// use weir_client::{PartitionDescription, TopicDescription};
+/// use weir_client::{ConfigEntry, ConfigSource, PartitionDescription, TopicDescription};
 ///
 /// let topic = TopicDescription {
 ///     name: "events".into(),
 ///     id: "7f3c…".into(),
 ///     configs: [("retention.ms".to_string(), "86400000".to_string())].into(),
+///     config_entries: vec![ConfigEntry {
+///         name: "retention.ms".into(),
+///         value: "86400000".into(),
+///         source: ConfigSource::Topic,
+///     }],
 ///     partitions: vec![PartitionDescription {
 ///         partition: 0,
 ///         leader: Some(1),
@@ -44,8 +49,48 @@ pub struct TopicDescription {
     pub id: String,
     /// Configuration overrides.
     pub configs: BTreeMap<String, String>,
+    /// Every config key with the value in effect and where it comes from (the topic's
+    /// override, the server's default, or the built-in default), as Kafka's DescribeConfigs.
+    pub config_entries: Vec<ConfigEntry>,
     /// Partitions by index.
     pub partitions: Vec<PartitionDescription>,
+}
+
+/// One config key of a topic with its effective value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigEntry {
+    /// The key, as Kafka spells it.
+    pub name: String,
+    /// The value in effect.
+    pub value: String,
+    /// Where it comes from.
+    pub source: ConfigSource,
+}
+
+/// Where a topic config value comes from; shown (and serialized) as `topic`,
+/// `server-default`, `built-in` or `unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigSource {
+    /// The topic's own override.
+    Topic,
+    /// The server's default for every topic (`--topic-config-default`).
+    ServerDefault,
+    /// Weir's built-in default.
+    BuiltIn,
+    /// Not said (a server that predates sources).
+    Unknown,
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConfigSource::Topic => "topic",
+            ConfigSource::ServerDefault => "server-default",
+            ConfigSource::BuiltIn => "built-in",
+            ConfigSource::Unknown => "unknown",
+        })
+    }
 }
 
 /// One partition of a [`TopicDescription`].

@@ -39,8 +39,8 @@ pub mod producer;
 mod wire;
 
 pub use admin::{
-    Admin, BrokerDescription, BrokerState, ClusterDescription, PartitionDescription, QuorumMember,
-    TopicDescription,
+    Admin, BrokerDescription, BrokerState, ClusterDescription, ConfigEntry, ConfigSource,
+    PartitionDescription, QuorumMember, TopicDescription,
 };
 pub use config::{Acks, ClientConfig, ConsumerConfig, ProducerConfig};
 pub use consumer::{Consumer, ConsumerRecord, Offset};

@@ -5,7 +5,8 @@ use weir_proto::common::v1 as common;
 use weir_proto::controller::v1 as cpb;
 
 use crate::admin::{
-    BrokerDescription, BrokerState, PartitionDescription, QuorumMember, TopicDescription,
+    BrokerDescription, BrokerState, ConfigEntry, ConfigSource, PartitionDescription, QuorumMember,
+    TopicDescription,
 };
 use crate::metadata::PartitionInfo;
 
@@ -69,6 +70,20 @@ impl From<cpb::TopicDescription> for TopicDescription {
             name: t.name,
             id: t.id,
             configs: t.configs.into_iter().collect(),
+            config_entries: t
+                .config_entries
+                .into_iter()
+                .map(|e| ConfigEntry {
+                    source: match cpb::ConfigSource::try_from(e.source) {
+                        Ok(cpb::ConfigSource::Topic) => ConfigSource::Topic,
+                        Ok(cpb::ConfigSource::ServerDefault) => ConfigSource::ServerDefault,
+                        Ok(cpb::ConfigSource::BuiltIn) => ConfigSource::BuiltIn,
+                        _ => ConfigSource::Unknown,
+                    },
+                    name: e.name,
+                    value: e.value,
+                })
+                .collect(),
             partitions,
         }
     }

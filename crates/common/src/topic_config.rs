@@ -40,6 +40,11 @@ pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
 /// `cleanup.policy`: only `delete` so far (compaction is not built yet).
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
+/// `compression.type`: the codec the broker stores batches in (`producer`: as sent).
+pub const COMPRESSION_TYPE: &str = "compression.type";
+/// `delete.retention.ms`: how long a compacted topic keeps tombstones. Stored and validated;
+/// it takes effect with compaction.
+pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
 
 /// One key of the schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +71,12 @@ pub const KEYS: &[Key] = &[
     log_key(MESSAGE_TIMESTAMP_TYPE, "CreateTime"),
     log_key(MESSAGE_TIMESTAMP_BEFORE_MAX_MS, "9223372036854775807"),
     log_key(MESSAGE_TIMESTAMP_AFTER_MAX_MS, "3600000"),
+    log_key(COMPRESSION_TYPE, "producer"),
+    Key {
+        name: DELETE_RETENTION_MS,
+        default: "86400000",
+        log: false,
+    },
     Key {
         name: MIN_INSYNC_REPLICAS,
         default: "1",
@@ -105,6 +116,24 @@ pub enum TimestampType {
     CreateTime,
     /// Set by the broker when the batch was appended; every record takes `maxTimestamp`.
     LogAppendTime,
+}
+
+/// The codec a topic stores batches in (`compression.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompressionType {
+    /// As the producer sent them (Kafka's default).
+    #[default]
+    Producer,
+    /// Uncompressed (`uncompressed`, or `none`).
+    Uncompressed,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4.
+    Lz4,
+    /// Zstandard.
+    Zstd,
 }
 
 /// What happens to old segments (`cleanup.policy`).
@@ -148,6 +177,10 @@ pub enum TopicConfig {
     UncleanLeaderElectionEnable(bool),
     /// `cleanup.policy`.
     CleanupPolicy(CleanupPolicy),
+    /// `compression.type`: producer, uncompressed (or none), gzip, snappy, lz4, zstd.
+    CompressionType(CompressionType),
+    /// `delete.retention.ms`, >= 0.
+    DeleteRetentionMs(Duration),
 }
 
 /// A topic config that can't be applied. The message names the key and the value.
@@ -254,9 +287,85 @@ impl TopicConfig {
                     ))
                 }
             }),
+            COMPRESSION_TYPE => TopicConfig::CompressionType(match value {
+                "producer" => CompressionType::Producer,
+                "uncompressed" | "none" => CompressionType::Uncompressed,
+                "gzip" => CompressionType::Gzip,
+                "snappy" => CompressionType::Snappy,
+                "lz4" => CompressionType::Lz4,
+                "zstd" => CompressionType::Zstd,
+                _ => {
+                    return Err(invalid(
+                        "expected producer, uncompressed, gzip, snappy, lz4 or zstd",
+                    ))
+                }
+            }),
+            DELETE_RETENTION_MS => TopicConfig::DeleteRetentionMs(millis(non_negative()?)),
             _ => return Err(ConfigError::UnknownKey(key.to_owned())),
         })
     }
+}
+
+/// Where a topic's effective config value comes from, as Kafka's DescribeConfigs says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// The topic's own override (`weir topic create --config`, `weir topic alter`).
+    Topic,
+    /// The server's default for every topic (`--topic-config-default`).
+    ServerDefault,
+    /// Weir's built-in default ([`KEYS`]).
+    BuiltIn,
+}
+
+impl ConfigSource {
+    /// The name the CLI shows: `topic`, `server-default`, `built-in`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigSource::Topic => "topic",
+            ConfigSource::ServerDefault => "server-default",
+            ConfigSource::BuiltIn => "built-in",
+        }
+    }
+}
+
+/// Every key of the schema with the value a topic with `overrides` gets on a server whose
+/// topic defaults are `defaults`, and where it comes from, in [`KEYS`] order.
+pub fn effective(
+    overrides: &BTreeMap<String, String>,
+    defaults: &BTreeMap<String, String>,
+) -> Vec<(&'static str, String, ConfigSource)> {
+    KEYS.iter()
+        .map(|k| match (overrides.get(k.name), defaults.get(k.name)) {
+            (Some(v), _) => (k.name, v.clone(), ConfigSource::Topic),
+            (None, Some(v)) => (k.name, v.clone(), ConfigSource::ServerDefault),
+            (None, None) => (k.name, k.default.to_owned(), ConfigSource::BuiltIn),
+        })
+        .collect()
+}
+
+/// The server defaults with a topic's overrides on top: the keys that differ from the
+/// built-in defaults, for the functions below and for applying to a log.
+pub fn merged(
+    overrides: &BTreeMap<String, String>,
+    defaults: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut all = defaults.clone();
+    all.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+    all
+}
+
+/// Parses server-wide topic defaults (`key=value` each), checking every key and value.
+pub fn parse_defaults(pairs: &[String]) -> Result<BTreeMap<String, String>, String> {
+    let mut defaults = BTreeMap::new();
+    for pair in pairs {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(format!("`{pair}` is not KEY=VALUE"));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        TopicConfig::parse(key, value).map_err(|e| e.to_string())?;
+        defaults.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(defaults)
 }
 
 /// Checks every override of a topic with `replication_factor` replicas; the first invalid one
@@ -383,5 +492,38 @@ mod tests {
         configs.insert(UNCLEAN_LEADER_ELECTION_ENABLE.to_owned(), "true".to_owned());
         assert_eq!(min_insync_replicas(&configs), 2);
         assert!(unclean_leader_election(&configs));
+    }
+
+    #[test]
+    fn each_effective_value_names_its_source() {
+        let overrides = BTreeMap::from([(RETENTION_MS.to_owned(), "1000".to_owned())]);
+        let defaults = parse_defaults(&[
+            "retention.ms=5000".to_owned(),
+            "min.insync.replicas = 2".to_owned(),
+        ])
+        .unwrap();
+        let all = effective(&overrides, &defaults);
+        assert_eq!(all.len(), KEYS.len());
+        let find = |key| all.iter().find(|(k, _, _)| *k == key).cloned().unwrap();
+        assert_eq!(
+            find(RETENTION_MS),
+            (RETENTION_MS, "1000".into(), ConfigSource::Topic)
+        );
+        assert_eq!(
+            find(MIN_INSYNC_REPLICAS),
+            (MIN_INSYNC_REPLICAS, "2".into(), ConfigSource::ServerDefault)
+        );
+        assert_eq!(
+            find(COMPRESSION_TYPE),
+            (COMPRESSION_TYPE, "producer".into(), ConfigSource::BuiltIn)
+        );
+        assert_eq!(min_insync_replicas(&merged(&overrides, &defaults)), 2);
+        assert!(parse_defaults(&["colour=blue".to_owned()])
+            .unwrap_err()
+            .contains("`colour`"));
+        assert!(parse_defaults(&["retention.ms".to_owned()]).is_err());
+        assert!(parse_defaults(&["compression.type=brotli".to_owned()])
+            .unwrap_err()
+            .contains("`compression.type`"));
     }
 }

@@ -176,7 +176,7 @@ impl MetaNode {
             config.node_id,
             raft.clone(),
             state.clone(),
-            config.controller,
+            config.controller.clone(),
             Channels::new(Profile::CONTROLLER.request_timeout(Duration::from_secs(10)))
                 .with_source(config.source_address),
         );

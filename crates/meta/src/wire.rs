@@ -19,12 +19,29 @@ pub fn partition_to_wire(index: usize, p: &PartitionInfo) -> pb::PartitionState 
     }
 }
 
-/// A topic's wire form.
-pub fn topic_to_wire(t: &TopicInfo) -> pb::TopicDescription {
+/// A topic's wire form, with every config's effective value over the server's `defaults`.
+pub fn topic_to_wire(
+    t: &TopicInfo,
+    defaults: &std::collections::BTreeMap<String, String>,
+) -> pb::TopicDescription {
+    use weir_common::topic_config::{effective, ConfigSource};
+    let config_entries = effective(&t.configs, defaults)
+        .into_iter()
+        .map(|(name, value, source)| pb::ConfigEntry {
+            name: name.to_owned(),
+            value,
+            source: match source {
+                ConfigSource::Topic => pb::ConfigSource::Topic,
+                ConfigSource::ServerDefault => pb::ConfigSource::ServerDefault,
+                ConfigSource::BuiltIn => pb::ConfigSource::BuiltIn,
+            } as i32,
+        })
+        .collect();
     pb::TopicDescription {
         name: t.name.clone(),
         id: t.id.clone(),
         configs: t.configs.clone().into_iter().collect(),
+        config_entries,
         partitions: t
             .partitions
             .iter()

@@ -102,6 +102,18 @@ pub struct Args {
     #[arg(long, env = "WEIR_MAX_PRODUCERS_PER_PARTITION", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_producers_per_partition: u64,
+    /// A default for every topic that does not set KEY itself, instead of the built-in one
+    /// (Kafka's broker-level log configs): e.g. `--topic-config-default retention.ms=86400000
+    /// --topic-config-default min.insync.replicas=2`. Repeatable; comma-separated in the
+    /// environment. Start every node with the same defaults. `weir topic describe` shows
+    /// where each value comes from.
+    #[arg(
+        long = "topic-config-default",
+        env = "WEIR_TOPIC_CONFIG_DEFAULTS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
+    pub topic_config_defaults: Vec<String>,
 }
 
 const EXAMPLES: &str = "Examples:
@@ -165,6 +177,8 @@ pub struct ServerConfig {
     pub producer_id_expiration: Duration,
     /// Idempotent producer ids remembered per partition.
     pub max_producers_per_partition: usize,
+    /// Defaults for every topic's configs (`--topic-config-default`), validated.
+    pub topic_defaults: std::collections::BTreeMap<String, String>,
     /// Local address of the node's own outgoing connections (`--source-address`); `None`: the
     /// kernel's choice.
     pub source_address: Option<std::net::IpAddr>,
@@ -260,6 +274,8 @@ impl Args {
         if self.metadata_snapshot_entries == 0 {
             bail!("--metadata-snapshot-entries must be > 0");
         }
+        let topic_defaults = weir_common::topic_config::parse_defaults(&self.topic_config_defaults)
+            .map_err(|e| ConfigError(format!("--topic-config-default: {e}")))?;
         let advertised_controller = self
             .advertised_controller_listener
             .or_else(|| in_quorum.map(|(_, a)| a.clone()))
@@ -283,6 +299,7 @@ impl Args {
             replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms.max(1)),
             log_preallocate_bytes: self.log_preallocate_bytes,
             producer_id_expiration: Duration::from_millis(self.producer_id_expiration_ms.max(1)),
+            topic_defaults,
             max_producers_per_partition: usize::try_from(self.max_producers_per_partition)
                 .unwrap_or(usize::MAX),
             source_address: self.source_address,
@@ -299,6 +316,23 @@ mod tests {
         let mut argv = vec!["weir-server"];
         argv.extend_from_slice(extra);
         Ok(Args::try_parse_from(argv)?.validate()?)
+    }
+
+    #[test]
+    fn topic_config_defaults_are_checked_key_by_key() {
+        let c = args(&[
+            "--topic-config-default",
+            "retention.ms=3600000",
+            "--topic-config-default",
+            "compression.type=zstd,min.insync.replicas=2",
+        ])
+        .unwrap();
+        assert_eq!(c.topic_defaults.len(), 3);
+        assert_eq!(c.topic_defaults["compression.type"], "zstd");
+        let bad = args(&["--topic-config-default", "colour=blue"]).unwrap_err();
+        assert!(bad.to_string().contains("`colour`"), "{bad}");
+        let bad = args(&["--topic-config-default", "retention.ms=soon"]).unwrap_err();
+        assert!(bad.to_string().contains("`retention.ms`"), "{bad}");
     }
 
     #[test]

@@ -78,6 +78,7 @@ impl Node {
         );
         meta_config.controller = ControllerConfig {
             session_timeout: config.session_timeout,
+            topic_defaults: config.topic_defaults.clone(),
             ..ControllerConfig::default()
         };
         meta_config.snapshot_every = config.snapshot_entries;
@@ -237,6 +238,7 @@ fn start_broker(
             log_preallocate_bytes: config.log_preallocate_bytes,
             producer_id_expiration: config.producer_id_expiration,
             max_producers_per_partition: config.max_producers_per_partition,
+            topic_defaults: config.topic_defaults.clone(),
             controllers: config.quorum.iter().map(|(_, a)| a.clone()).collect(),
             incarnation,
             source_address: config.source_address,

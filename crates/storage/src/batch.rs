@@ -418,6 +418,21 @@ pub fn set_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, bas
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// The records of a validated batch re-encoded with `codec`, keeping its producer id, epoch
+/// and base sequence (what Kafka's LogValidator does for a topic whose `compression.type` names
+/// a codec). Offsets are relative as before; the base offset is 0 and the leader epoch -1 until
+/// the leader assigns them.
+pub fn recompress(batch: &Bytes, codec: Compression) -> Result<Bytes, BatchError> {
+    let decoded = RecordBatch::decode(batch.clone())?;
+    let h = *decoded.header();
+    let mut builder =
+        BatchBuilder::new(codec).producer(h.producer_id, h.producer_epoch, h.base_sequence);
+    for record in decoded.records()? {
+        builder.push(&record);
+    }
+    builder.build(0)
+}
+
 /// A validated batch that owns its bytes.
 #[derive(Debug, Clone)]
 pub struct RecordBatch {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 pub use weir_common::topic_config::ConfigError;
-use weir_common::topic_config::{self, TimestampType, TopicConfig};
+use weir_common::topic_config::{self, CompressionType, TimestampType, TopicConfig};
 
 /// When a log forces its data to disk with fsync.
 ///
@@ -64,6 +64,10 @@ pub struct LogConfig {
     /// broker's clock is refused. Default 1 hour, as in Kafka 3.6+ (KIP-937): a timestamp of
     /// year 292,277,026 would otherwise keep its segment from ever being deleted by retention.
     pub timestamp_after_max: Option<Duration>,
+    /// `compression.type`: the codec batches are stored in; `Producer` (default) keeps each
+    /// batch as the producer compressed it, any other makes the leader recompress batches in
+    /// another codec.
+    pub compression: CompressionType,
     /// Largest window of disk blocks reserved ahead of the active segment's end, so appends
     /// don't wait on the filesystem allocating blocks during writeback (see
     /// [`crate::preallocate`]). 0 turns it off. Default 256 MiB. A broker setting, not a
@@ -90,6 +94,7 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             timestamp_before_max: None,
             timestamp_after_max: Some(Duration::from_secs(3600)),
+            compression: CompressionType::Producer,
             preallocate_bytes: 256 << 20,
             producer_id_expiration: Duration::from_secs(24 * 3600),
             max_producers: 10_000,
@@ -124,9 +129,11 @@ impl LogConfig {
             TopicConfig::MessageTimestampType(t) => self.timestamp_type = t,
             TopicConfig::MessageTimestampBeforeMax(d) => self.timestamp_before_max = d,
             TopicConfig::MessageTimestampAfterMax(d) => self.timestamp_after_max = d,
+            TopicConfig::CompressionType(c) => self.compression = c,
             TopicConfig::MinInsyncReplicas(_)
             | TopicConfig::UncleanLeaderElectionEnable(_)
-            | TopicConfig::CleanupPolicy(_) => {}
+            | TopicConfig::CleanupPolicy(_)
+            | TopicConfig::DeleteRetentionMs(_) => {}
         }
     }
 }

@@ -700,3 +700,64 @@ fn timestamps_far_from_the_clock_are_refused() {
     log.append_as_leader(batch("future", 2, i64::MAX - 10), 0)
         .unwrap();
 }
+
+/// `compression.type` naming a codec: the leader stores every batch in it, whatever the
+/// producer sent, with the same records (and the producer's id and sequence); `producer`
+/// keeps each batch as sent.
+#[test]
+fn compression_type_makes_the_leader_recompress() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LogConfig::default();
+    config.set("compression.type", "zstd").unwrap();
+    let mut log = PartitionLog::open(dir.path(), config).unwrap();
+    let sent = [
+        batch_with("plain", 20, 100, Compression::None, 50),
+        batch_with("lz4", 20, 200, Compression::Lz4, 50),
+        batch_with("zstd", 20, 300, Compression::Zstd, 50),
+    ];
+    let mut stamped = bytes::BytesMut::from(&sent[0][..]);
+    weir_storage::batch::set_producer(&mut stamped, 4, 0, 0);
+    log.append_as_leader(stamped.freeze(), 0).unwrap();
+    for b in &sent[1..] {
+        log.append_as_leader(b.clone(), 0).unwrap();
+    }
+    let stored: Vec<_> = Batches::new(log.read(0, 1 << 20).unwrap())
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(stored.len(), 3);
+    for b in &stored {
+        assert_eq!(b.header().compression().unwrap(), Compression::Zstd);
+    }
+    assert_eq!(
+        (
+            stored[0].header().producer_id,
+            stored[0].header().base_sequence
+        ),
+        (4, 0)
+    );
+    let mut expected = Vec::new();
+    for b in &sent {
+        expected.extend(
+            weir_storage::RecordBatch::decode(b.clone())
+                .unwrap()
+                .records()
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.timestamp, r.key, r.value)),
+        );
+    }
+    let got: Vec<_> = read_all(&log, 0)
+        .into_iter()
+        .map(|r| (r.timestamp, r.key, r.value))
+        .collect();
+    assert_eq!(got, expected);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut as_sent = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    as_sent.append_as_leader(sent[1].clone(), 0).unwrap();
+    let kept = Batches::new(as_sent.read(0, 1 << 20).unwrap())
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.header().compression().unwrap(), Compression::Lz4);
+}

@@ -145,7 +145,8 @@ impl Controller {
             }
         }
         for (name, topic) in &state.topics {
-            if !topic_config::unclean_leader_election(&topic.configs) {
+            let configs = topic_config::merged(&topic.configs, &self.config.topic_defaults);
+            if !topic_config::unclean_leader_election(&configs) {
                 continue;
             }
             for (i, p) in topic.partitions.iter().enumerate() {

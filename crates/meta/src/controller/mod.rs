@@ -53,13 +53,18 @@ pub use service::ControllerService;
 /// Request metadata key marking a request forwarded by another controller.
 const FORWARDED: &str = "x-weir-forwarded";
 
-/// Controller timing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Controller timing, and the server's topic defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControllerConfig {
     /// A broker that sends no heartbeat for this long is fenced. Default 3 s (Kafka: 9 s).
     pub session_timeout: Duration,
     /// How often the leader checks sessions. Default 250 ms.
     pub liveness_check_interval: Duration,
+    /// The server's defaults for every topic (`--topic-config-default`): what DescribeTopics
+    /// reports as server defaults, and what unclean leader election reads under a topic's
+    /// overrides. Every node should be started with the same, as Kafka's static broker
+    /// configs should.
+    pub topic_defaults: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ControllerConfig {
@@ -67,6 +72,7 @@ impl Default for ControllerConfig {
         Self {
             session_timeout: Duration::from_secs(3),
             liveness_check_interval: Duration::from_millis(250),
+            topic_defaults: Default::default(),
         }
     }
 }

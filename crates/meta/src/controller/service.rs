@@ -167,7 +167,7 @@ impl pb::controller_server::Controller for ControllerService {
             .await;
         answer(result.map(|topic| pb::CreateTopicResponse {
             error: None,
-            topic: Some(topic_to_wire(&topic)),
+            topic: Some(topic_to_wire(&topic, &self.inner.config.topic_defaults)),
         }))
     }
 
@@ -240,10 +240,15 @@ impl pb::controller_server::Controller for ControllerService {
         route!(self, req, describe_topics);
         let req = req.into_inner();
         let result = self.inner.describe_topics(&req.names).await;
-        answer(result.map(|(state, topics)| pb::DescribeTopicsResponse {
-            error: None,
-            topics: topics.iter().map(topic_to_wire).collect(),
-            metadata_version: state.version,
+        answer(result.map(|(state, topics)| {
+            pb::DescribeTopicsResponse {
+                error: None,
+                topics: topics
+                    .iter()
+                    .map(|t| topic_to_wire(t, &self.inner.config.topic_defaults))
+                    .collect(),
+                metadata_version: state.version,
+            }
         }))
     }
 }

@@ -9,8 +9,10 @@ use bytes::Bytes;
 use weir_common::now_ms;
 
 use crate::batch::{self, BatchError, BatchHeader, TimestampType};
+use crate::compression::Compression;
 use crate::error::{LogError, Result};
 use crate::producer::Check;
+use weir_common::topic_config::CompressionType;
 
 use super::PartitionLog;
 
@@ -71,13 +73,28 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// The codec a batch in codec `sent` must be recompressed to under `compression.type`, if
+    /// any.
+    fn recompress_to(&self, sent: Compression) -> Option<Compression> {
+        let wanted = match self.config.compression {
+            CompressionType::Producer => return None,
+            CompressionType::Uncompressed => Compression::None,
+            CompressionType::Gzip => Compression::Gzip,
+            CompressionType::Snappy => Compression::Snappy,
+            CompressionType::Lz4 => Compression::Lz4,
+            CompressionType::Zstd => Compression::Zstd,
+        };
+        (wanted != sent).then_some(wanted)
+    }
+
     /// Appends one batch from a producer as the partition leader in `leader_epoch`: validates
     /// it (size, length, CRC, and every record: [`batch::check_records`]) and, for an
     /// idempotent producer, its sequence ([`crate::producer`]; a retry of a batch already
     /// written is answered with the original offsets and `duplicate` set), assigns it the next
     /// offsets by rewriting the base offset and leader epoch in its header, and writes it.
-    /// Invalid input changes nothing. Durable when it returns only if the flush policy says so; see [`Self::flush`].
-    pub fn append_as_leader(&mut self, batch: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
+    /// With `compression.type` naming a codec, a batch in another one is recompressed first
+    /// (and must still fit `max.message.bytes`). Invalid input changes nothing. Durable when it returns only if the flush policy says so; see [`Self::flush`].
+    pub fn append_as_leader(&mut self, mut batch: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
         self.check_online()?;
         let mut header = batch::validate(&batch, usize::MAX)?;
         if header.total_size() != batch.len() {
@@ -134,6 +151,16 @@ impl PartitionLog {
                 bytes: 0,
                 duplicate: true,
             });
+        }
+        if let Some(codec) = self.recompress_to(header.compression()?) {
+            batch = batch::recompress(&batch, codec)?;
+            header = batch::validate(&batch, usize::MAX)?;
+            if batch.len() > self.config.max_message_bytes {
+                return Err(LogError::RecordTooLarge {
+                    size: batch.len(),
+                    max: self.config.max_message_bytes,
+                });
+            }
         }
 
         let base_offset = self.log_end_offset();

@@ -1155,6 +1155,52 @@ async fn idempotent_producer_stores_each_record_once_through_repeated_leader_kil
     producer.close().await.unwrap();
 }
 
+/// An idempotent producer idle past `producer.id.expiration.ms` (1 s here) is forgotten by
+/// the partition, so its next batch, continuing its sequence, is refused with
+/// UNKNOWN_PRODUCER_ID: the producer sends it again under a new producer id, and the record is
+/// delivered, once, right after the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_producer_id_is_replaced_without_losing_or_repeating_a_record() {
+    let _serial = serial();
+    let mut cluster = Cluster::start_ready(1, &[("WEIR_PRODUCER_ID_EXPIRATION_MS", "1000")])
+        .await
+        .0;
+    let config = client_config(&mut cluster);
+    let admin = Admin::connect(config.clone()).await.unwrap();
+    admin
+        .create_topic("idle", 1, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    wait_topic_ready(&admin, "idle", 1).await;
+    let producer = Producer::connect(config.clone(), ProducerConfig::default())
+        .await
+        .unwrap();
+    let first = producer
+        .send(ProducerRecord::new("idle", "first"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(first.offset, 0);
+    wait_for("the partition to expire the idle producer", STARTUP, || {
+        let expired = !cluster
+            .log_lines(1, &["expired idle producer ids"])
+            .is_empty();
+        async move { expired.then_some(()) }
+    })
+    .await;
+    let second = producer
+        .send(ProducerRecord::new("idle", "second"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(second.offset, 1, "delivered right after the first");
+    producer.close().await.unwrap();
+    let t = admin.describe_topic("idle").await.unwrap();
+    assert_eq!(t.partitions[0].high_watermark, 2, "stored once");
+}
+
 /// Once every partition of `topic` (2 partitions, keys partitioned as the producer did) is led
 /// and its followers caught up, reads it all back with the consumer and its batch boundaries
 /// with a raw fetch, and holds each partition to [`check_partition`] against the `total_sent`

@@ -773,7 +773,8 @@ impl Partition {
         self.state.locked().min_insync = min_insync.max(1);
     }
 
-    /// Periodic upkeep: flush by `flush.ms`, retention, checkpoints. Blocking.
+    /// Periodic upkeep: flush by `flush.ms`, expiry of idle producer ids, retention,
+    /// checkpoints. Blocking.
     pub fn maintain(&self, now_ms: i64, checkpoint: bool) -> Result<(), BrokerError> {
         // Sealed segments are fsynced here, without holding the log, so appends never wait
         // on a segment-sized fsync.
@@ -784,12 +785,14 @@ impl Partition {
         }
         let mut log = self.log.write_locked();
         log.flush_if_due()?;
+        // Every tick, not with the checkpoints: an expiry this late is what
+        // producer.id.expiration.ms promises.
+        log.expire_producers(now_ms);
         let mut pending_checkpoint = None;
         if checkpoint {
             // Retention only deletes what consumers may no longer need: it never passes the
             // HW, since the active segment (holding everything uncommitted) is never deleted.
             log.enforce_retention(now_ms)?;
-            log.expire_producers(now_ms);
             log.trim_sealed()?;
             pending_checkpoint = log.pending_checkpoint();
         }

@@ -1328,9 +1328,9 @@ async fn weir_bench_reports_what_it_sent_and_read() {
     );
 }
 
-/// Null keys and values through `--null-marker` both ways (and as JSON nulls), and a time
-/// range read with `--from-timestamp` and `--until-timestamp`, which ends by itself once every
-/// partition reached its end.
+/// Null keys and values through `--null-marker` both ways (and as JSON nulls), a time range
+/// read with `--from-timestamp` and `--until-timestamp`, which ends by itself once every
+/// partition reached its end, and `--compression-level` within the codec's range only.
 #[tokio::test]
 async fn null_markers_and_a_timestamp_range_through_the_cli() {
     let _serial = serial();
@@ -1461,6 +1461,42 @@ async fn null_markers_and_a_timestamp_range_through_the_cli() {
     );
     let bad = weir_run(b, &["consume", "times", "--until-timestamp", "-1"], b"").await;
     assert_eq!(bad.code, 2, "{bad:?}");
+
+    // Compression levels: the codec's range, and none for lz4.
+    let level = [
+        "produce",
+        "nulls",
+        "--compression",
+        "zstd",
+        "--compression-level",
+        "19",
+    ];
+    let run = weir_run(b, &level, b"leveled\n").await.ok();
+    assert!(
+        run.stderr
+            .ends_with("produced 1 record to nulls (0 failed)\n"),
+        "{run:?}"
+    );
+    let last = weir_ok(
+        b,
+        &["consume", "nulls", "--offset", "4", "--max-messages", "1"],
+    )
+    .await;
+    assert_eq!(last.stdout, "leveled\n");
+    let no_levels = [
+        "produce",
+        "nulls",
+        "--compression",
+        "lz4",
+        "--compression-level",
+        "3",
+    ];
+    let bad = weir_run(b, &no_levels, b"x\n").await;
+    assert_ne!(bad.code, 0, "{bad:?}");
+    assert!(
+        bad.stderr.contains("lz4 has no compression levels"),
+        "{bad:?}"
+    );
 }
 
 /// Server-wide topic defaults (`--topic-config-default`, here through its environment

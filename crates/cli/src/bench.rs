@@ -106,6 +106,9 @@ pub struct ProducerOptions {
     /// Batch codec: none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none", value_parser = parse_compression)]
     compression: Compression,
+    /// The codec's level: gzip 1 to 9, zstd -131072 to 22 (default: the codec's).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    compression_level: Option<i32>,
     /// Distinct record keys, cycled through (0: records without keys).
     #[arg(long, default_value_t = 0)]
     keys: u64,
@@ -393,6 +396,7 @@ fn producer_config(options: &ProducerOptions) -> ProducerConfig {
         batch_size: options.batch_bytes.max(1),
         linger: Duration::from_millis(options.linger_ms),
         compression: options.compression,
+        compression_level: options.compression_level,
         buffer_memory: (64 << 20).max(options.batch_bytes * 4),
         // With more than 5 batches in flight the default would turn idempotence off silently.
         max_in_flight_per_partition: 5,

@@ -61,6 +61,10 @@ pub struct ProduceArgs {
     /// it compressed; consumers decompress).
     #[arg(long, default_value = "none", value_name = "CODEC", value_parser = parse_compression)]
     compression: Compression,
+    /// The codec's level: gzip 1 to 9 (default 6), zstd -131072 to 22 (default 3); snappy and
+    /// lz4 take none.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    compression_level: Option<i32>,
     /// Turn the idempotent producer off. It is on with --acks all (the default): a batch
     /// resent after a lost answer or a leader change is stored once, in order. With --acks 0
     /// or 1 it is off anyway.
@@ -108,6 +112,7 @@ pub async fn run(args: ProduceArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let config = ProducerConfig {
         acks: args.acks,
         compression: args.compression,
+        compression_level: args.compression_level,
         idempotence: args.no_idempotence.then_some(false),
         ..ProducerConfig::default()
     };

@@ -173,6 +173,10 @@ pub struct ProducerConfig {
     pub retry_backoff: Duration,
     /// Codec of the batches (default none).
     pub compression: Compression,
+    /// The codec's level (Kafka's `compression.gzip.level`, `compression.zstd.level`):
+    /// gzip 1–9, zstd -131072–22; `None` (default) is the codec's own default (gzip 6,
+    /// zstd 3). Snappy and lz4 take none.
+    pub compression_level: Option<i32>,
     /// Longest wait for one produce answer; also the broker's acks=all timeout (default 30 s).
     pub request_timeout: Duration,
     /// The idempotent producer (Kafka's `enable.idempotence`): each batch carries a producer
@@ -195,6 +199,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(100),
             compression: Compression::None,
+            compression_level: None,
             request_timeout: Duration::from_secs(30),
             idempotence: None,
         }
@@ -229,6 +234,10 @@ impl ProducerConfig {
         }
         if self.request_timeout.is_zero() || self.delivery_timeout.is_zero() {
             return Err(Error::InvalidConfig("timeouts must be positive".into()));
+        }
+        if let Some(level) = self.compression_level {
+            weir_storage::compression::check_level(self.compression, level)
+                .map_err(|e| Error::InvalidConfig(format!("compression_level: {e}")))?;
         }
         if self.idempotence == Some(true) && self.acks != Acks::All {
             return Err(Error::InvalidConfig(

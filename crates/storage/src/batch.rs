@@ -597,6 +597,7 @@ impl Iterator for Batches {
 #[derive(Debug, Clone)]
 pub struct BatchBuilder {
     compression: Compression,
+    level: Option<i32>,
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
@@ -612,6 +613,7 @@ impl BatchBuilder {
     pub fn new(compression: Compression) -> Self {
         Self {
             compression,
+            level: None,
             producer_id: NO_PRODUCER_ID,
             producer_epoch: -1,
             base_sequence: -1,
@@ -621,6 +623,13 @@ impl BatchBuilder {
             count: 0,
             records: Vec::new(),
         }
+    }
+
+    /// Compresses at `level` instead of the codec's default (see
+    /// [`compression::level_range`]; a level the codec does not take fails [`Self::build`]).
+    pub fn level(mut self, level: Option<i32>) -> Self {
+        self.level = level;
+        self
     }
 
     /// Sets the idempotent producer's id, epoch and the sequence of the first record.
@@ -729,7 +738,7 @@ impl BatchBuilder {
         out.extend_from_slice(&self.producer_epoch.to_be_bytes());
         out.extend_from_slice(&self.base_sequence.to_be_bytes());
         out.extend_from_slice(&self.count.to_be_bytes());
-        compression::compress(self.compression, &self.records, &mut out)?;
+        compression::compress_at(self.compression, self.level, &self.records, &mut out)?;
 
         let length = i32::try_from(out.len() - LOG_OVERHEAD)
             .map_err(|_| BatchError::InvalidLength(out.len() as i64))?;

@@ -167,6 +167,45 @@ pub fn compress(
     input: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), CompressionError> {
+    compress_at(codec, None, input, out)
+}
+
+/// The levels a codec takes, as Kafka's `compression.gzip.level` and `compression.zstd.level`
+/// (KIP-390) allow them: gzip 1 to 9 (default 6), zstd -131072 to 22 (default 3). Snappy and
+/// lz4 (this LZ4 has no high-compression mode) take none.
+pub fn level_range(codec: Compression) -> Option<std::ops::RangeInclusive<i32>> {
+    match codec {
+        Compression::Gzip => Some(1..=9),
+        Compression::Zstd => Some(-131_072..=22),
+        Compression::None | Compression::Snappy | Compression::Lz4 => None,
+    }
+}
+
+/// Checks `level` for `codec` ([`level_range`]); the message says what is allowed.
+pub fn check_level(codec: Compression, level: i32) -> Result<(), String> {
+    match level_range(codec) {
+        Some(range) if range.contains(&level) => Ok(()),
+        Some(range) => Err(format!(
+            "{} levels are {} to {}, not {level}",
+            codec.name(),
+            range.start(),
+            range.end()
+        )),
+        None => Err(format!("{} has no compression levels", codec.name())),
+    }
+}
+
+/// [`compress`] at `level` (`None`: the codec's default). A level outside [`level_range`] is
+/// an error.
+pub fn compress_at(
+    codec: Compression,
+    level: Option<i32>,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), CompressionError> {
+    if let Some(level) = level {
+        check_level(codec, level).map_err(|reason| CompressionError::Compress { codec, reason })?;
+    }
     let fail = |e: &dyn fmt::Display| CompressionError::Compress {
         codec,
         reason: e.to_string(),
@@ -177,7 +216,10 @@ pub fn compress(
             Ok(())
         }
         Compression::Gzip => {
-            let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+            let level = level.map_or(flate2::Compression::default(), |l| {
+                flate2::Compression::new(l as u32)
+            });
+            let mut enc = flate2::write::GzEncoder::new(out, level);
             enc.write_all(input).map_err(|e| fail(&e))?;
             enc.finish().map_err(|e| fail(&e))?;
             Ok(())
@@ -193,8 +235,8 @@ pub fn compress(
             Ok(())
         }
         Compression::Zstd => {
-            let mut enc =
-                zstd::stream::write::Encoder::new(out, ZSTD_LEVEL).map_err(|e| fail(&e))?;
+            let mut enc = zstd::stream::write::Encoder::new(out, level.unwrap_or(ZSTD_LEVEL))
+                .map_err(|e| fail(&e))?;
             enc.set_pledged_src_size(Some(input.len() as u64))
                 .map_err(|e| fail(&e))?;
             enc.write_all(input).map_err(|e| fail(&e))?;
@@ -523,6 +565,40 @@ mod tests {
         Compression::Zstd,
     ];
     const BIG: usize = 1 << 30;
+
+    #[test]
+    fn levels_round_trip_and_higher_ones_compress_more() {
+        let text: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| format!("event {} from host-{} status ok; ", i % 97, i % 7).into_bytes())
+            .collect();
+        for (codec, low, high) in [(Compression::Gzip, 1, 9), (Compression::Zstd, 1, 19)] {
+            let mut sizes = Vec::new();
+            for level in [low, high] {
+                let mut out = Vec::new();
+                compress_at(codec, Some(level), &text, &mut out).unwrap();
+                assert_eq!(
+                    decompress(codec, &out, BIG).unwrap(),
+                    text,
+                    "{codec} {level}"
+                );
+                sizes.push(out.len());
+            }
+            assert!(
+                sizes[1] < sizes[0],
+                "{codec}: level {high} not smaller than {low}: {sizes:?}"
+            );
+        }
+        assert!(check_level(Compression::Gzip, 0)
+            .unwrap_err()
+            .contains("1 to 9"));
+        assert!(check_level(Compression::Zstd, 23).is_err());
+        for codec in [Compression::None, Compression::Snappy, Compression::Lz4] {
+            assert!(check_level(codec, 1)
+                .unwrap_err()
+                .contains("no compression levels"));
+            assert!(compress_at(codec, Some(1), &text, &mut Vec::new()).is_err());
+        }
+    }
 
     /// Small deterministic PRNG (xorshift64*), so tests need no extra crates.
     struct Rng(u64);

@@ -280,7 +280,8 @@ impl Producer {
             }
             new_batch = slot.is_none();
             let open = slot.get_or_insert_with(|| OpenBatch {
-                builder: BatchBuilder::new(shared.config.compression),
+                builder: BatchBuilder::new(shared.config.compression)
+                    .level(shared.config.compression_level),
                 slots: Vec::new(),
                 permits: 0,
                 created: Instant::now(),

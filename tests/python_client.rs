@@ -214,4 +214,34 @@ async fn python_stubs_produce_and_consume_against_a_live_node() {
         3,
         "keys should spread over the 3 partitions"
     );
+
+    // Null keys and values (tombstones) both ways with --null-marker; an empty value is not
+    // null.
+    let created = cluster.create_topic(1, "pynull", 1, 1).await.unwrap();
+    assert!(created.error.is_none(), "{:?}", created.error);
+    let consumed = tokio::task::spawn_blocking(move || {
+        let common = [
+            "--bootstrap",
+            &bootstrap,
+            "--topic",
+            "pynull",
+            "--null-marker",
+            "NULL",
+        ];
+        let produce = [&common[..], &["--key-separator", ":"]].concat();
+        let input = b"a:1\nNULL:2\nc:NULL\nd:\n";
+        script(&python, "producer.py", stubs.path(), &produce, input);
+        let marked = script(&python, "consumer.py", stubs.path(), &common, b"");
+        let plain = script(&python, "consumer.py", stubs.path(), &common[..4], b"");
+        (marked, plain)
+    })
+    .await
+    .unwrap();
+    let fields = |out: &str| -> Vec<String> {
+        out.lines()
+            .map(|l| l.split('\t').skip(2).collect::<Vec<_>>().join("="))
+            .collect()
+    };
+    assert_eq!(fields(&consumed.0), ["a=1", "NULL=2", "c=NULL", "d="]);
+    assert_eq!(fields(&consumed.1), ["a=1", "=2", "c=", "d="]);
 }

@@ -56,7 +56,7 @@ def text(value):
     return value.decode("utf-8", errors="replace")
 
 
-def consume_partition(stub, topic, partition, offset, follow, remaining):
+def consume_partition(stub, topic, partition, offset, follow, remaining, null=""):
     """Prints the partition's records from `offset` on; returns how many were printed."""
     request = broker_pb2.FetchRequest(
         topic=topic,
@@ -72,8 +72,8 @@ def consume_partition(stub, topic, partition, offset, follow, remaining):
         for response in stream:
             fail_on_error(response, f"fetching {topic}-{partition}")
             for record in response.records:
-                key = text(record.key) if record.HasField("key") else ""
-                value = text(record.value) if record.HasField("value") else ""
+                key = text(record.key) if record.HasField("key") else null
+                value = text(record.value) if record.HasField("value") else null
                 print(f"{partition}\t{record.offset}\t{key}\t{value}")
                 printed += 1
                 if remaining is not None and printed >= remaining:
@@ -97,6 +97,9 @@ def main():
     parser.add_argument("--offset", type=int, default=0, help="first offset (default 0)")
     parser.add_argument("--max-messages", type=int, help="stop after N records")
     parser.add_argument("--follow", action="store_true", help="keep waiting for new records")
+    parser.add_argument(
+        "--null-marker", default="", help="print a null key or value as TEXT (default: nothing)"
+    )
     parser.add_argument(
         "--stubs",
         default=os.environ.get("WEIR_STUBS", os.path.join(HERE, "weir_stubs")),
@@ -124,7 +127,7 @@ def main():
         with grpc.insecure_channel(brokers[p.leader]) as channel:
             stub = broker_pb2_grpc.BrokerStub(channel)
             total += consume_partition(
-                stub, args.topic, p.partition, args.offset, args.follow, remaining
+                stub, args.topic, p.partition, args.offset, args.follow, remaining, args.null_marker
             )
         if args.max_messages is not None and total >= args.max_messages:
             break

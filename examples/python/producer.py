@@ -96,6 +96,9 @@ def main():
     parser.add_argument("--topic", required=True)
     parser.add_argument("--partition", type=int, help="send every record to this partition")
     parser.add_argument("--key-separator", help="split each line into key and value at SEP")
+    parser.add_argument(
+        "--null-marker", help="a key or value that is exactly TEXT is sent as null (a tombstone)"
+    )
     parser.add_argument("--acks", type=int, default=-1, choices=[0, 1, -1])
     parser.add_argument("--batch", type=int, default=500, help="records per request")
     parser.add_argument(
@@ -128,8 +131,12 @@ def main():
             partition = partitions[zlib.crc32(key) % len(partitions)]
         else:
             partition = next(round_robin)
-        record = broker_pb2.Record(value=value)
-        if key is not None:
+        marker = args.null_marker.encode() if args.null_marker is not None else None
+        # Absent optional fields are nulls on the wire.
+        record = broker_pb2.Record()
+        if value != marker:
+            record.value = value
+        if key is not None and key != marker:
             record.key = key
         by_partition.setdefault(partition, []).append(record)
 

@@ -1201,6 +1201,128 @@ async fn an_expired_producer_id_is_replaced_without_losing_or_repeating_a_record
     assert_eq!(t.partitions[0].high_watermark, 2, "stored once");
 }
 
+/// An acks=all request that times out after the leader appended it (both followers frozen
+/// with SIGSTOP, so the high watermark cannot move) is sent again and again by the producer
+/// until the followers are back. Two producers send one record each to the same partition at
+/// the same time: the plain one's record ends up in the log once per attempt (the test waits
+/// for three copies on the leader's disk, which shows the retries happened), the idempotent
+/// one's exactly once, at the offset its delivery reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_resent_after_an_acks_all_timeout_is_stored_once_when_idempotent() {
+    let _serial = serial();
+    let mut cluster = start(3).await;
+    let config = client_config(&mut cluster);
+    let admin = Admin::connect(config.clone()).await.unwrap();
+    admin
+        .create_topic("resend", 1, 3, BTreeMap::new())
+        .await
+        .unwrap();
+    wait_topic_ready(&admin, "resend", 3).await;
+    let p = admin.describe_topic("resend").await.unwrap().partitions[0].clone();
+    let leader = p.leader.unwrap();
+    let followers: Vec<u64> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| *r != leader)
+        .collect();
+    let producer = |idempotence| {
+        Producer::connect(
+            config.clone(),
+            ProducerConfig {
+                linger: Duration::ZERO,
+                request_timeout: Duration::from_secs(1),
+                retry_backoff: Duration::from_millis(50),
+                delivery_timeout: Duration::from_secs(90),
+                idempotence: Some(idempotence),
+                ..ProducerConfig::default()
+            },
+        )
+    };
+    let (plain, idempotent) = (
+        producer(false).await.unwrap(),
+        producer(true).await.unwrap(),
+    );
+
+    for f in &followers {
+        cluster.pause(*f, true);
+    }
+    let plain_delivery = plain
+        .send(ProducerRecord::new("resend", "plain"))
+        .await
+        .unwrap();
+    let idempotent_delivery = idempotent
+        .send(ProducerRecord::new("resend", "idempotent"))
+        .await
+        .unwrap();
+    let leader_dir = cluster.node(leader).data_dir.clone();
+    let copies = |value: &str| {
+        common::data::disk_records(&leader_dir, "resend", 0)
+            .iter()
+            .filter(|r| r.value.as_deref() == Some(value.as_bytes()))
+            .count()
+    };
+    let waited = wait_for(
+        "three copies of the plain record on the leader's disk",
+        Duration::from_secs(30),
+        || {
+            let n = copies("plain");
+            async move { (n >= 3).then_some(n) }
+        },
+    )
+    .await;
+    eprintln!(
+        "plain record on disk {waited} times, idempotent {} times, while the followers were frozen",
+        copies("idempotent")
+    );
+    for f in &followers {
+        cluster.pause(*f, false);
+    }
+    let plain_at = tokio::time::timeout(Duration::from_secs(60), plain_delivery)
+        .await
+        .expect("the plain record is delivered")
+        .unwrap();
+    let idempotent_at = tokio::time::timeout(Duration::from_secs(60), idempotent_delivery)
+        .await
+        .expect("the idempotent record is delivered")
+        .unwrap();
+    let t = wait_for("the high watermark at the log end", STARTUP, || async {
+        let t = admin.describe_topic("resend").await.ok()?;
+        let p = &t.partitions[0];
+        (p.leader.is_some() && p.high_watermark == p.log_end_offset).then_some(t)
+    })
+    .await;
+    let hw = t.partitions[0].high_watermark;
+    let mut consumer = Consumer::connect(config, ConsumerConfig::default())
+        .await
+        .unwrap();
+    consumer
+        .assign("resend", 0, Offset::Earliest)
+        .await
+        .unwrap();
+    let records = read_n(&mut consumer, hw as usize, Duration::from_secs(30)).await;
+    let at = |value: &str| -> Vec<i64> {
+        records
+            .iter()
+            .filter(|r| r.value.as_deref() == Some(value.as_bytes()))
+            .map(|r| r.offset)
+            .collect()
+    };
+    assert!(
+        at("plain").len() >= 3,
+        "the plain record was resent: {:?}",
+        at("plain")
+    );
+    assert!(at("plain").contains(&plain_at.offset));
+    assert_eq!(
+        at("idempotent"),
+        [idempotent_at.offset],
+        "the idempotent record, once"
+    );
+    plain.close().await.unwrap();
+    idempotent.close().await.unwrap();
+}
+
 /// Once every partition of `topic` (2 partitions, keys partitioned as the producer did) is led
 /// and its followers caught up, reads it all back with the consumer and its batch boundaries
 /// with a raw fetch, and holds each partition to [`check_partition`] against the `total_sent`

@@ -50,10 +50,10 @@ pub const SNAPSHOT_SUFFIX: &str = "snapshot";
 /// full replay.
 pub const SNAPSHOTS_KEPT: usize = 3;
 
-const SNAPSHOT_MAGIC: u32 = 0x5750_5331; // "WPS1"
+const SNAPSHOT_MAGIC: u32 = 0x5750_5332; // "WPS2"
 const SNAPSHOT_HEADER: usize = 4 + 8 + 4; // magic, offset, producer count
 const ENTRY_FIXED: usize = 8 + 2 + 8 + 1; // id, epoch, last seen, batch count
-const BATCH_META: usize = 4 + 4 + 8 + 8; // first/last sequence, first/last offset
+const BATCH_META: usize = 4 + 4 + 8 + 8 + 8; // first/last sequence, first/last offset, time
 
 /// One of a producer's recent batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,9 @@ pub struct BatchMeta {
     pub first_offset: i64,
     /// Offset of its last record.
     pub last_offset: i64,
+    /// Its `maxTimestamp` as written (the broker's append time under LogAppendTime), which
+    /// the answer to a retry of it reports.
+    pub max_timestamp: i64,
 }
 
 /// What the partition knows of one producer id.
@@ -208,6 +211,7 @@ impl ProducerStates {
             last_seq: seq_add(header.base_sequence, header.last_offset_delta),
             first_offset: header.base_offset,
             last_offset: header.last_offset(),
+            max_timestamp: header.max_timestamp,
         };
         if !self.producers.contains_key(&producer_id) && self.producers.len() >= max_producers {
             self.evict_least_recent();
@@ -252,7 +256,8 @@ impl ProducerStates {
     }
 
     /// The snapshot file's bytes (big-endian): magic, end offset, producer count, then per
-    /// producer its id, epoch, last seen time, batch count and batches; a CRC-32C of it all.
+    /// producer its id, epoch, last seen time, batch count and batches (sequences, offsets,
+    /// max timestamp); a CRC-32C of it all.
     fn encode(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(
             SNAPSHOT_HEADER
@@ -275,6 +280,7 @@ impl ProducerStates {
                 buf.put_i32(b.last_seq);
                 buf.put_i64(b.first_offset);
                 buf.put_i64(b.last_offset);
+                buf.put_i64(b.max_timestamp);
             }
         }
         let crc = crc32c::crc32c(&buf);
@@ -320,6 +326,7 @@ impl ProducerStates {
                     last_seq: buf.get_i32(),
                     first_offset: buf.get_i64(),
                     last_offset: buf.get_i64(),
+                    max_timestamp: buf.get_i64(),
                 };
                 if meta.first_offset > meta.last_offset || meta.last_offset >= end_offset {
                     return Err("batch offsets outside the snapshot");
@@ -486,7 +493,8 @@ mod tests {
                 first_seq: 0,
                 last_seq: 2,
                 first_offset: 0,
-                last_offset: 2
+                last_offset: 2,
+                max_timestamp: 0
             })
         );
         assert_eq!(s.last_sequence(7), Some((0, 4)));

@@ -182,3 +182,24 @@ fn idle_producers_expire() {
         "{after}"
     );
 }
+
+#[test]
+fn a_retry_under_log_append_time_reports_the_original_append_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LogConfig::default();
+    config
+        .set("message.timestamp.type", "LogAppendTime")
+        .unwrap();
+    let mut log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+    let first = log.append_as_leader(idem(3, 0, 0, 2), 0).unwrap();
+    let stamped = first.log_append_time.unwrap();
+    log.close().unwrap();
+    let mut log = PartitionLog::open(dir.path(), config).unwrap();
+    let retry = log.append_as_leader(idem(3, 0, 0, 2), 0).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(
+        retry.log_append_time,
+        Some(stamped),
+        "kept through the snapshot too"
+    );
+}

@@ -32,7 +32,7 @@ pub struct AppendInfo {
     /// Bytes appended.
     pub bytes: usize,
     /// The batch was an idempotent producer's retry of one already in the log: nothing was
-    /// written, and the offsets are the original batch's (its timestamp fields are -1/`None`).
+    /// written, and the offsets and timestamps are the original batch's.
     pub duplicate: bool,
 }
 
@@ -142,11 +142,12 @@ impl PartitionLog {
             });
         }
         if let Check::Duplicate(original) = self.producers.check(&header)? {
+            let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
             return Ok(AppendInfo {
                 base_offset: original.first_offset,
                 last_offset: original.last_offset,
-                max_timestamp: -1,
-                log_append_time: None,
+                max_timestamp: original.max_timestamp,
+                log_append_time: log_append.then_some(original.max_timestamp),
                 record_count: original.last_offset - original.first_offset + 1,
                 bytes: 0,
                 duplicate: true,

@@ -51,6 +51,16 @@ impl BrokerService {
     async fn next_producer_id(&self) -> Result<i64, BrokerError> {
         let mut block = self.producer_ids.lock().await;
         if block.next >= block.end {
+            let not_yet = || {
+                BrokerError::Controller(WireError::new(
+                    ErrorCode::NotController,
+                    "this broker's registration is not current yet, so it cannot be given \
+                     producer ids; retry shortly",
+                ))
+            };
+            if self.manager.broker_epoch() == 0 {
+                return Err(not_yet());
+            }
             let req = cpb::AllocateProducerIdsRequest {
                 broker_id: self.manager.broker_id(),
                 broker_epoch: self.manager.broker_epoch(),
@@ -72,6 +82,11 @@ impl BrokerService {
                 })?
                 .into_inner();
             if let Some(error) = response.error.filter(|e| e.code != ErrorCode::None as i32) {
+                // A registration the controller has moved past (a restart racing this
+                // request) is this broker's to catch up with: the client retries.
+                if error.code == ErrorCode::StaleBrokerEpoch as i32 {
+                    return Err(not_yet());
+                }
                 return Err(BrokerError::Controller(error));
             }
             if response.first_producer_id < 0 || response.count <= 0 {

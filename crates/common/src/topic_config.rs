@@ -42,6 +42,12 @@ pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
 /// `compression.type`: the codec the broker stores batches in (`producer`: as sent).
 pub const COMPRESSION_TYPE: &str = "compression.type";
+/// `compression.gzip.level`: the level the broker recompresses to gzip at (1–9; -1: the codec's
+/// default, 6), as KIP-390.
+pub const COMPRESSION_GZIP_LEVEL: &str = "compression.gzip.level";
+/// `compression.zstd.level`: the level the broker recompresses to zstd at (-131072–22), as
+/// KIP-390.
+pub const COMPRESSION_ZSTD_LEVEL: &str = "compression.zstd.level";
 /// `delete.retention.ms`: how long a compacted topic keeps tombstones. Stored and validated;
 /// it takes effect with compaction.
 pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
@@ -72,6 +78,8 @@ pub const KEYS: &[Key] = &[
     log_key(MESSAGE_TIMESTAMP_BEFORE_MAX_MS, "9223372036854775807"),
     log_key(MESSAGE_TIMESTAMP_AFTER_MAX_MS, "3600000"),
     log_key(COMPRESSION_TYPE, "producer"),
+    log_key(COMPRESSION_GZIP_LEVEL, "-1"),
+    log_key(COMPRESSION_ZSTD_LEVEL, "3"),
     Key {
         name: DELETE_RETENTION_MS,
         default: "86400000",
@@ -181,6 +189,10 @@ pub enum TopicConfig {
     CompressionType(CompressionType),
     /// `delete.retention.ms`, >= 0.
     DeleteRetentionMs(Duration),
+    /// `compression.gzip.level`, 1 ..= 9, or -1 (`None`) for the codec's default.
+    CompressionGzipLevel(Option<i32>),
+    /// `compression.zstd.level`, -131072 ..= 22.
+    CompressionZstdLevel(i32),
 }
 
 /// A topic config that can't be applied. The message names the key and the value.
@@ -301,6 +313,15 @@ impl TopicConfig {
                 }
             }),
             DELETE_RETENTION_MS => TopicConfig::DeleteRetentionMs(millis(non_negative()?)),
+            COMPRESSION_GZIP_LEVEL => TopicConfig::CompressionGzipLevel(match number()? {
+                -1 => None,
+                n @ 1..=9 => Some(n as i32),
+                _ => return Err(invalid("must be between 1 and 9, or -1 for the default")),
+            }),
+            COMPRESSION_ZSTD_LEVEL => TopicConfig::CompressionZstdLevel(match number()? {
+                n @ -131_072..=22 => n as i32,
+                _ => return Err(invalid("must be between -131072 and 22")),
+            }),
             _ => return Err(ConfigError::UnknownKey(key.to_owned())),
         })
     }

@@ -422,11 +422,18 @@ pub fn set_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, bas
 /// and base sequence (what Kafka's LogValidator does for a topic whose `compression.type` names
 /// a codec). Offsets are relative as before; the base offset is 0 and the leader epoch -1 until
 /// the leader assigns them.
-pub fn recompress(batch: &Bytes, codec: Compression) -> Result<Bytes, BatchError> {
+pub fn recompress(
+    batch: &Bytes,
+    codec: Compression,
+    level: Option<i32>,
+) -> Result<Bytes, BatchError> {
     let decoded = RecordBatch::decode(batch.clone())?;
     let h = *decoded.header();
-    let mut builder =
-        BatchBuilder::new(codec).producer(h.producer_id, h.producer_epoch, h.base_sequence);
+    let mut builder = BatchBuilder::new(codec).level(level).producer(
+        h.producer_id,
+        h.producer_epoch,
+        h.base_sequence,
+    );
     for record in decoded.records()? {
         builder.push(&record);
     }

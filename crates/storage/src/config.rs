@@ -68,6 +68,10 @@ pub struct LogConfig {
     /// batch as the producer compressed it, any other makes the leader recompress batches in
     /// another codec.
     pub compression: CompressionType,
+    /// `compression.gzip.level`: the level of that recompression to gzip (`None`: default 6).
+    pub gzip_level: Option<i32>,
+    /// `compression.zstd.level`: the level of that recompression to zstd (default 3).
+    pub zstd_level: i32,
     /// Largest window of disk blocks reserved ahead of the active segment's end, so appends
     /// don't wait on the filesystem allocating blocks during writeback (see
     /// [`crate::preallocate`]). 0 turns it off. Default 256 MiB. A broker setting, not a
@@ -95,6 +99,8 @@ impl Default for LogConfig {
             timestamp_before_max: None,
             timestamp_after_max: Some(Duration::from_secs(3600)),
             compression: CompressionType::Producer,
+            gzip_level: None,
+            zstd_level: 3,
             preallocate_bytes: 256 << 20,
             producer_id_expiration: Duration::from_secs(24 * 3600),
             max_producers: 10_000,
@@ -130,6 +136,8 @@ impl LogConfig {
             TopicConfig::MessageTimestampBeforeMax(d) => self.timestamp_before_max = d,
             TopicConfig::MessageTimestampAfterMax(d) => self.timestamp_after_max = d,
             TopicConfig::CompressionType(c) => self.compression = c,
+            TopicConfig::CompressionGzipLevel(l) => self.gzip_level = l,
+            TopicConfig::CompressionZstdLevel(l) => self.zstd_level = l,
             TopicConfig::MinInsyncReplicas(_)
             | TopicConfig::UncleanLeaderElectionEnable(_)
             | TopicConfig::CleanupPolicy(_)

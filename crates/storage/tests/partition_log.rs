@@ -709,6 +709,9 @@ fn compression_type_makes_the_leader_recompress() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = LogConfig::default();
     config.set("compression.type", "zstd").unwrap();
+    config.set("compression.zstd.level", "19").unwrap();
+    assert!(config.set("compression.zstd.level", "23").is_err());
+    assert!(config.set("compression.gzip.level", "0").is_err());
     let mut log = PartitionLog::open(dir.path(), config).unwrap();
     let sent = [
         batch_with("plain", 20, 100, Compression::None, 50),

@@ -154,7 +154,12 @@ impl PartitionLog {
             });
         }
         if let Some(codec) = self.recompress_to(header.compression()?) {
-            batch = batch::recompress(&batch, codec)?;
+            let level = match codec {
+                Compression::Gzip => self.config.gzip_level,
+                Compression::Zstd => Some(self.config.zstd_level),
+                _ => None,
+            };
+            batch = batch::recompress(&batch, codec, level)?;
             header = batch::validate(&batch, usize::MAX)?;
             if batch.len() > self.config.max_message_bytes {
                 return Err(LogError::RecordTooLarge {

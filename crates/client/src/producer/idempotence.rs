@@ -10,10 +10,12 @@
 //!
 //! When a stamped batch fails for good (or a partition's leader has lost the producer's state,
 //! UNKNOWN_PRODUCER_ID), the partition's identity is retired: every later batch of it that was
-//! certainly not written ([`may_be_written`] is false for all of its attempts) loses its stamp,
-//! and once no batch of the old identity is outstanding the partition gets a fresh producer id
-//! and numbers from 0 again. A batch that may have been written keeps its stamp for good: giving
-//! it a new one could write it twice.
+//! certainly not written loses its stamp, and once no batch of the old identity is outstanding
+//! the partition gets a fresh producer id and numbers from 0 again. A batch was certainly not
+//! written when [`may_be_written`] is false for all of its attempts, or when an earlier batch
+//! of the same id certainly was not (the leader appends a producer's batches only in sequence
+//! order). A batch that may have been written keeps its stamp for good: giving it a new one
+//! could write it twice.
 
 use std::time::{Duration, Instant};
 
@@ -81,8 +83,10 @@ pub(super) fn stamped(bytes: Bytes, stamp: Stamp) -> Bytes {
     owned.freeze()
 }
 
-/// Whether an attempt that ended with `error` may have written the batch: no answer came, or
-/// the answer says the batch was appended but not (yet) committed. Every other error is a
+/// Whether an attempt that ended with `error` may have written the batch: no answer came, the
+/// answer says the batch was appended but not (yet) committed, or the leader lost its
+/// leadership (NOT_LEADER_OR_FOLLOWER also answers an acks=all request whose leader was
+/// deposed after the append, and its successor may hold the batch). Every other error is a
 /// refusal before the append.
 pub(super) fn may_be_written(error: &Error) -> bool {
     match error.code() {
@@ -91,6 +95,7 @@ pub(super) fn may_be_written(error: &Error) -> bool {
             code,
             ErrorCode::RequestTimedOut
                 | ErrorCode::NotEnoughReplicasAfterAppend
+                | ErrorCode::NotLeaderOrFollower
                 | ErrorCode::KafkaStorageError
                 | ErrorCode::UnknownServerError
         ),
@@ -146,17 +151,17 @@ mod tests {
     }
 
     #[test]
-    fn only_unanswered_or_appended_attempts_may_have_written() {
+    fn unanswered_appended_or_deposed_attempts_may_have_written() {
         assert!(may_be_written(&Error::Unavailable("stream down".into())));
         assert!(may_be_written(&Error::Timeout("no answer".into())));
         assert!(may_be_written(&Error::server(
             ErrorCode::NotEnoughReplicasAfterAppend,
             ""
         )));
-        assert!(!may_be_written(&Error::server(
-            ErrorCode::NotLeaderOrFollower,
-            ""
-        )));
+        assert!(
+            may_be_written(&Error::server(ErrorCode::NotLeaderOrFollower, "")),
+            "a deposed leader's successor may hold the batch"
+        );
         assert!(!may_be_written(&Error::server(
             ErrorCode::NotEnoughReplicas,
             ""

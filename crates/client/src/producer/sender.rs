@@ -206,6 +206,9 @@ pub(super) struct PartQueue {
     /// id: an out-of-order answer while an earlier one of the same id is outstanding is a
     /// consequence of that one, not a loss.
     stamped: BTreeMap<u64, i64>,
+    /// (producer id, batch id): that batch of that producer id was certainly never written, so
+    /// neither was any later batch of it, whatever their attempts' answers said.
+    gap: Option<(i64, u64)>,
 }
 
 impl PartQueue {
@@ -217,22 +220,49 @@ impl PartQueue {
     }
 
     /// A stamped batch of this partition (`failed`, with producer id `producer_id`) failed for
-    /// good: its identity stops stamping, and the later batches of it that were certainly not
-    /// written lose their stamps, to be stamped again under a fresh producer id.
-    fn retire(&mut self, producer_id: i64, failed: u64) {
+    /// good, certainly unwritten unless `maybe_written`: its identity stops stamping, and the
+    /// later batches of it that were certainly not written lose their stamps, to be stamped
+    /// again under a fresh producer id.
+    fn retire(&mut self, producer_id: i64, failed: u64, maybe_written: bool) {
         if matches!(self.ident, Ident::Ready(id) if id.producer_id == producer_id) {
             tracing::debug!(producer_id, "retiring the partition's producer id");
             self.ident = Ident::Retired;
         }
-        for b in self
-            .queue
-            .iter_mut()
-            .filter(|b| b.id > failed && !b.maybe_written)
+        if !maybe_written
+            && !self
+                .gap
+                .is_some_and(|(p, at)| p == producer_id && at <= failed)
         {
-            if b.stamp.is_some_and(|s| s.producer_id == producer_id) {
+            self.gap = Some((producer_id, failed));
+        }
+        // In id order, which is sequence order: a batch of this id that certainly was never
+        // written makes every later one certainly unwritten too.
+        let mut gap = self.gap;
+        for b in self.queue.iter_mut().filter(|b| b.id > failed) {
+            if b.stamp.is_none_or(|s| s.producer_id != producer_id) {
+                continue;
+            }
+            if !b.maybe_written && !gap.is_some_and(|(p, at)| p == producer_id && at <= b.id) {
+                gap = Some((producer_id, b.id));
+            }
+            if certainly_unwritten(gap, b) {
                 b.stamp = None;
                 self.stamped.remove(&b.id);
             }
+        }
+        self.gap = gap;
+    }
+
+    /// A batch coming back for a retry whose producer id this partition retired meanwhile:
+    /// its stamp goes if it was certainly never written.
+    fn unstamp_if_retired(&mut self, b: &mut Batch) {
+        let Some(stamp) = b.stamp else {
+            return;
+        };
+        let current = matches!(self.ident, Ident::Ready(id) if id.producer_id == stamp.producer_id);
+        if !current && certainly_unwritten(self.gap, b) {
+            b.stamp = None;
+            self.stamped.remove(&b.id);
         }
     }
 
@@ -241,6 +271,15 @@ impl PartQueue {
         let at = self.queue.partition_point(|b| b.id < batch.id);
         self.queue.insert(at, batch);
     }
+}
+
+/// Whether `b` can never have been written under its stamp, given the partition's `gap` (see
+/// the `idempotence` module): none of its attempts may have written it, or an earlier batch of
+/// its producer id certainly was never written.
+fn certainly_unwritten(gap: Option<(i64, u64)>, b: &Batch) -> bool {
+    !b.maybe_written
+        || b.stamp
+            .is_some_and(|s| gap.is_some_and(|(p, at)| p == s.producer_id && at < b.id))
 }
 
 /// The sender task's state; [`SenderTask::run`] is the task.
@@ -343,7 +382,7 @@ impl SenderTask {
         if let Some(pq) = self.parts.get_mut(&(batch.topic.clone(), batch.partition)) {
             pq.stamped.remove(&batch.id);
             if let (Err(_), Some(stamp)) = (&result, batch.stamp) {
-                pq.retire(stamp.producer_id, batch.id);
+                pq.retire(stamp.producer_id, batch.id, batch.maybe_written);
             }
         }
         self.shared.complete(batch, result);
@@ -392,7 +431,7 @@ impl SenderTask {
             // a lost tail): the batch goes again under a fresh producer id.
             tracing::info!(topic = %key.0, partition = key.1, %error,
                 "the partition lost the producer's sequence; continuing under a new producer id");
-            pq.retire(stamp.producer_id, batch.id);
+            pq.retire(stamp.producer_id, batch.id, false);
             pq.stamped.remove(&batch.id);
             batch.stamp = None;
             return self.retry(batch, error);
@@ -501,6 +540,7 @@ impl SenderTask {
             .entry((batch.topic.clone(), batch.partition))
             .or_insert_with(|| PartQueue::new(initial));
         pq.draining = true;
+        pq.unstamp_if_retired(&mut batch);
         pq.requeue(batch);
     }
 
@@ -678,5 +718,86 @@ impl SenderTask {
             self.request_refresh();
         }
         next_retry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(id: u64, producer_id: Option<i64>, maybe_written: bool) -> Batch {
+        Batch {
+            id,
+            topic: "t".into(),
+            partition: 0,
+            bytes: Bytes::new(),
+            slots: Vec::new(),
+            permits: 0,
+            created: Instant::now(),
+            sent_at: Instant::now(),
+            last_error: None,
+            stamp: producer_id.map(|producer_id| Stamp {
+                producer_id,
+                epoch: 0,
+                seq: id as i32,
+            }),
+            maybe_written,
+        }
+    }
+
+    fn queue(batches: Vec<Batch>) -> PartQueue {
+        let mut pq = PartQueue::new(Ident::Ready(Identity::new(1, 0)));
+        for b in batches {
+            if let Some(s) = b.stamp {
+                pq.stamped.insert(b.id, s.producer_id);
+            }
+            pq.requeue(b);
+        }
+        pq
+    }
+
+    fn stamps(pq: &PartQueue) -> Vec<(u64, bool)> {
+        pq.queue.iter().map(|b| (b.id, b.stamp.is_some())).collect()
+    }
+
+    #[test]
+    fn after_a_certainly_unwritten_failure_every_later_batch_of_its_id_is_unstamped() {
+        // Batch 1 failed and was never written: 2 and 3 follow it in sequence, so they were
+        // not written either, whatever their own answers said.
+        let mut pq = queue(vec![batch(2, Some(1), true), batch(3, Some(1), false)]);
+        pq.retire(1, 1, false);
+        assert_eq!(pq.ident, Ident::Retired);
+        assert_eq!(stamps(&pq), [(2, false), (3, false)]);
+        assert!(pq.stamped.is_empty(), "nothing of the old id outstanding");
+        // One of them still in flight comes back later: it loses its stamp too.
+        let mut late = batch(4, Some(1), true);
+        pq.stamped.insert(4, 1);
+        pq.unstamp_if_retired(&mut late);
+        assert!(late.stamp.is_none() && pq.stamped.is_empty());
+    }
+
+    #[test]
+    fn after_a_failure_that_may_have_been_written_maybe_written_batches_keep_their_stamps() {
+        let mut pq = queue(vec![
+            batch(2, Some(1), true),
+            batch(3, Some(1), false),
+            batch(4, Some(1), true),
+            batch(5, None, false),
+        ]);
+        pq.retire(1, 1, true);
+        // 2 may be written (if 1 was); 3 certainly was not, so 4, after it, was not either.
+        assert_eq!(stamps(&pq), [(2, true), (3, false), (4, false), (5, false)]);
+        assert_eq!(pq.stamped.keys().copied().collect::<Vec<_>>(), [2]);
+        // The stamped batch is the front one: it goes first, nothing waits behind it forever.
+        assert!(pq.queue.front().is_some_and(|b| b.stamp.is_some()));
+    }
+
+    #[test]
+    fn a_batch_of_the_current_id_keeps_its_stamp_on_retry() {
+        let mut pq = queue(vec![]);
+        let mut b = batch(7, Some(1), false);
+        pq.stamped.insert(7, 1);
+        pq.unstamp_if_retired(&mut b);
+        assert!(b.stamp.is_some());
     }
 }

@@ -67,12 +67,19 @@ struct SnapshotDataV0 {
 /// The state a snapshot's bytes hold, in the current layout or the one before producer ids
 /// (which then start at 0: none were handed out).
 fn decode_snapshot(bytes: &[u8]) -> Result<MetadataState, bincode::Error> {
+    use bincode::Options;
     match bincode::deserialize::<SnapshotData>(bytes) {
         Ok(data) => Ok(MetadataState {
             next_producer_id: data.next_producer_id,
             ..data.state
         }),
-        Err(e) => match bincode::deserialize::<SnapshotDataV0>(bytes) {
+        // The old layout exactly, with nothing after it: a new-layout snapshot cut short must
+        // fail, not pass for an old one whose producer ids start again at 0.
+        Err(e) => match bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .reject_trailing_bytes()
+            .deserialize::<SnapshotDataV0>(bytes)
+        {
             Ok(old) => Ok(old.state),
             Err(_) => Err(e),
         },
@@ -388,5 +395,12 @@ mod tests {
         let loaded = decode_snapshot(&old).unwrap();
         assert_eq!((loaded.version, loaded.next_producer_id), (12, 0));
         assert!(decode_snapshot(&old[..old.len() - 1]).is_err());
+        // (Cut by exactly 8 bytes it is byte for byte an old snapshot of the same state.)
+        for cut in 1..8 {
+            assert!(
+                decode_snapshot(&bytes[..bytes.len() - cut]).is_err(),
+                "a new snapshot cut by {cut} bytes must not load as an old one"
+            );
+        }
     }
 }

@@ -53,6 +53,8 @@ pub struct BrokerConfig {
     pub producer_id_expiration: Duration,
     /// Idempotent producer ids remembered per partition (`LogConfig::max_producers`).
     pub max_producers_per_partition: usize,
+    /// Segments a partition keeps before it stops rolling (`LogConfig::max_segments`).
+    pub max_segments_per_partition: usize,
     /// This process's incarnation, as the broker registers it (see
     /// [`crate::lifecycle::new_incarnation`]): the manager acts only once the metadata shows it.
     pub incarnation: u64,
@@ -78,6 +80,7 @@ pub fn log_config_for(broker: &BrokerConfig, topic: &TopicInfo) -> (LogConfig, u
         preallocate_bytes: broker.log_preallocate_bytes,
         producer_id_expiration: broker.producer_id_expiration,
         max_producers: broker.max_producers_per_partition,
+        max_segments: broker.max_segments_per_partition,
         ..LogConfig::default()
     };
     for (key, value) in &configs {

@@ -140,6 +140,16 @@ pub enum MetaError {
     /// Bad partition count.
     #[error("invalid partition count {0}: must be between 1 and 100000")]
     InvalidPartitions(i64),
+    /// A new topic would put more partition replicas on a broker than it may hold.
+    #[error("the topic would put {count} partition replicas on broker {broker}, more than the {limit} a broker may hold; use fewer partitions or add brokers")]
+    TooManyReplicas {
+        /// The broker.
+        broker: NodeId,
+        /// Its replicas with the new topic.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Bad replication factor.
     #[error("invalid replication factor {factor}: {reason}")]
     InvalidReplicationFactor {
@@ -229,7 +239,9 @@ impl MetaError {
             }
             MetaError::TopicExists(_) => C::TopicAlreadyExists,
             MetaError::InvalidTopic { .. } => C::InvalidTopic,
-            MetaError::InvalidPartitions(_) => C::InvalidPartitions,
+            MetaError::InvalidPartitions(_) | MetaError::TooManyReplicas { .. } => {
+                C::InvalidPartitions
+            }
             MetaError::InvalidReplicationFactor { .. } => C::InvalidReplicationFactor,
             MetaError::InvalidConfig(_) => C::InvalidConfig,
             MetaError::UnknownBroker(_) => C::InvalidRequest,

@@ -68,6 +68,12 @@ pub struct MetadataState {
     pub next_producer_id: i64,
 }
 
+/// Most partition replicas one broker may hold, across all topics: each costs it file
+/// descriptors (one per segment), memory and a fetcher, so a topic of 100,000 partitions on a
+/// small cluster is refused when it is created instead of running nodes out of descriptors.
+/// Kafka's guidance is a few thousand per broker.
+pub const MAX_REPLICAS_PER_BROKER: usize = 10_000;
+
 /// Producer ids handed to a broker by one [`Command::AllocateProducerIds`], as in Kafka.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
@@ -412,6 +418,29 @@ impl MetadataState {
         self.brokers.values().filter(|b| !b.fenced)
     }
 
+    /// Refuses a new topic's `assignment` if it would put more than
+    /// [`MAX_REPLICAS_PER_BROKER`] partition replicas on any broker, counting every topic's.
+    pub fn check_replica_load(&self, assignment: &[Vec<NodeId>]) -> Result<(), MetaError> {
+        let mut load: BTreeMap<NodeId, usize> = BTreeMap::new();
+        let existing = self
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter().map(|p| &p.replicas));
+        for replicas in existing.chain(assignment.iter()) {
+            for r in replicas {
+                *load.entry(*r).or_default() += 1;
+            }
+        }
+        match load.into_iter().find(|(_, n)| *n > MAX_REPLICAS_PER_BROKER) {
+            Some((broker, count)) => Err(MetaError::TooManyReplicas {
+                broker,
+                count,
+                limit: MAX_REPLICAS_PER_BROKER,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Chooses replicas for `partitions` new partitions with `replication_factor` replicas each
     /// among the live brokers: replicas and preferred leaders spread evenly, consecutive
     /// replicas of a partition on different racks when racks are given (brokers are ordered by
@@ -594,6 +623,21 @@ mod tests {
             .unwrap();
         assert_eq!(s.brokers.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
         assert_eq!(s.topics, fenced, "partitions keep it as a replica");
+    }
+
+    #[test]
+    fn a_topic_that_would_overload_a_broker_is_refused() {
+        let mut s = cluster(&[(1, None), (2, None)]);
+        create(&mut s, "t", 4, 2);
+        let fits = vec![vec![1, 2]; MAX_REPLICAS_PER_BROKER - 4];
+        s.check_replica_load(&fits).unwrap();
+        let over = vec![vec![1]; MAX_REPLICAS_PER_BROKER - 3];
+        let refused = s.check_replica_load(&over).unwrap_err();
+        assert!(
+            matches!(refused, MetaError::TooManyReplicas { broker: 1, count, .. } if count == MAX_REPLICAS_PER_BROKER + 1),
+            "{refused:?}"
+        );
+        assert!(refused.to_string().contains("add brokers"), "{refused}");
     }
 
     #[test]

@@ -102,6 +102,12 @@ pub struct Args {
     #[arg(long, env = "WEIR_MAX_PRODUCERS_PER_PARTITION", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_producers_per_partition: u64,
+    /// Most segments a partition keeps before it stops rolling by segment.bytes and
+    /// segment.ms (its active segment then grows, with a warning, until retention deletes old
+    /// ones): each segment holds a file descriptor.
+    #[arg(long, env = "WEIR_MAX_SEGMENTS_PER_PARTITION", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(2..))]
+    pub max_segments_per_partition: u64,
     /// A default for every topic that does not set KEY itself, instead of the built-in one
     /// (Kafka's broker-level log configs): e.g. `--topic-config-default retention.ms=86400000
     /// --topic-config-default min.insync.replicas=2`. Repeatable; comma-separated in the
@@ -177,6 +183,8 @@ pub struct ServerConfig {
     pub producer_id_expiration: Duration,
     /// Idempotent producer ids remembered per partition.
     pub max_producers_per_partition: usize,
+    /// Segments a partition keeps before it stops rolling by size and age.
+    pub max_segments_per_partition: usize,
     /// Defaults for every topic's configs (`--topic-config-default`), validated.
     pub topic_defaults: std::collections::BTreeMap<String, String>,
     /// Local address of the node's own outgoing connections (`--source-address`); `None`: the
@@ -300,6 +308,8 @@ impl Args {
             log_preallocate_bytes: self.log_preallocate_bytes,
             producer_id_expiration: Duration::from_millis(self.producer_id_expiration_ms.max(1)),
             topic_defaults,
+            max_segments_per_partition: usize::try_from(self.max_segments_per_partition)
+                .unwrap_or(usize::MAX),
             max_producers_per_partition: usize::try_from(self.max_producers_per_partition)
                 .unwrap_or(usize::MAX),
             source_address: self.source_address,

@@ -239,6 +239,7 @@ fn start_broker(
             producer_id_expiration: config.producer_id_expiration,
             max_producers_per_partition: config.max_producers_per_partition,
             topic_defaults: config.topic_defaults.clone(),
+            max_segments_per_partition: config.max_segments_per_partition,
             controllers: config.quorum.iter().map(|(_, a)| a.clone()).collect(),
             incarnation,
             source_address: config.source_address,

@@ -72,6 +72,11 @@ pub struct LogConfig {
     pub gzip_level: Option<i32>,
     /// `compression.zstd.level`: the level of that recompression to zstd (default 3).
     pub zstd_level: i32,
+    /// Most segments a partition keeps before it stops rolling by `segment.bytes` and
+    /// `segment.ms` (the active segment then grows past them, with a warning, until retention
+    /// deletes old ones): each segment holds a file descriptor, and `segment.ms=1` must not run
+    /// a node out of them. Default 10,000. A broker setting.
+    pub max_segments: usize,
     /// Largest window of disk blocks reserved ahead of the active segment's end, so appends
     /// don't wait on the filesystem allocating blocks during writeback (see
     /// [`crate::preallocate`]). 0 turns it off. Default 256 MiB. A broker setting, not a
@@ -101,6 +106,7 @@ impl Default for LogConfig {
             compression: CompressionType::Producer,
             gzip_level: None,
             zstd_level: 3,
+            max_segments: 10_000,
             preallocate_bytes: 256 << 20,
             producer_id_expiration: Duration::from_secs(24 * 3600),
             max_producers: 10_000,

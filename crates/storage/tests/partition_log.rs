@@ -764,3 +764,21 @@ fn compression_type_makes_the_leader_recompress() {
         .unwrap();
     assert_eq!(kept.header().compression().unwrap(), Compression::Lz4);
 }
+
+/// `segment.ms=1` (or a tiny `segment.bytes`) cannot make a partition hold more than
+/// `max_segments` segments: past the cap the active segment grows instead, and nothing is lost.
+#[test]
+fn the_segment_cap_stops_rolling_but_not_appending() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        max_segments: 4,
+        ..small_segments(1024)
+    };
+    let mut log = PartitionLog::open(dir.path(), config).unwrap();
+    for i in 0..40 {
+        log.append_as_leader(batch_with("r", 5, i, Compression::None, 100), 0)
+            .unwrap();
+    }
+    assert_eq!(log.segment_count(), 4, "{:?}", log.segment_base_offsets());
+    assert_eq!(read_all(&log, 0).len(), 200);
+}

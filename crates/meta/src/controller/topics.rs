@@ -44,6 +44,7 @@ impl Controller {
             return Err(MetaError::TopicExists(name));
         }
         let assignment = state.place_replicas(partitions as u32, replication_factor as u32)?;
+        state.check_replica_load(&assignment)?;
         self.write(Command::CreateTopic {
             name: name.clone(),
             topic_id: new_topic_id(),

@@ -114,6 +114,8 @@ pub struct PartitionLog {
     dir_unsynced: bool,
     /// The idempotent producers' sequence state as of the log end (see [`crate::producer`]).
     producers: ProducerStates,
+    /// Rolling stopped at `LogConfig::max_segments` (warned once until it rolls again).
+    roll_capped: bool,
 }
 
 impl PartitionLog {
@@ -160,6 +162,7 @@ impl PartitionLog {
             checkpointed,
             dir_unsynced: false,
             producers: ProducerStates::empty_at(first_base),
+            roll_capped: false,
         };
         log.producers = log.load_producers()?;
         if recovered_any || !clean {

@@ -26,7 +26,20 @@ impl PartitionLog {
             .first_append()
             .is_some_and(|t| t.elapsed() >= config.segment_ms);
         let offsets = last_offset - active.base_offset() > i64::from(i32::MAX);
+        // The offset range must roll (the indexes hold 32-bit relative offsets); size and age
+        // give way to the cap on segments.
+        let capped = self.segments.len() >= config.max_segments;
+        if (full || old) && capped && !offsets {
+            if !self.roll_capped {
+                tracing::warn!(dir = %self.dir.display(), segments = self.segments.len(),
+                    "the partition holds the most segments allowed: the active segment grows \
+                     past segment.bytes and segment.ms until retention deletes old ones");
+                self.roll_capped = true;
+            }
+            return Ok(());
+        }
         if full || old || offsets {
+            self.roll_capped = false;
             self.roll()?;
         }
         Ok(())

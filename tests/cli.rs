@@ -115,6 +115,15 @@ async fn weir_ok(bootstrap: &str, args: &[&str]) -> Run {
     weir_run(bootstrap, args, b"").await.ok()
 }
 
+/// A healthy one-node cluster (with `env` for its node) and its broker address.
+async fn one_node(env: &[(&str, &str)]) -> (Cluster, String) {
+    let mut cluster = Cluster::start(1, 0, env);
+    cluster.wait_healthy(STARTUP).await;
+    cluster.wait_active_brokers(1, 1, STARTUP).await;
+    let bootstrap = cluster.node(1).broker_addr();
+    (cluster, bootstrap)
+}
+
 fn keys(value: &serde_json::Value) -> Vec<String> {
     let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
     keys.sort();
@@ -377,10 +386,7 @@ async fn a_topic_lives_its_whole_life_through_the_cli() {
 #[tokio::test]
 async fn bad_flags_and_unknown_topics_give_the_documented_errors() {
     let _serial = serial();
-    let mut cluster = Cluster::start(1, 0, &[]);
-    cluster.wait_healthy(STARTUP).await;
-    cluster.wait_active_brokers(1, 1, STARTUP).await;
-    let bootstrap = cluster.node(1).broker_addr();
+    let (_cluster, bootstrap) = one_node(&[]).await;
     let b = bootstrap.as_str();
 
     // Usage errors: exit 2, clap's message on stderr, nothing on stdout.
@@ -1334,10 +1340,7 @@ async fn weir_bench_reports_what_it_sent_and_read() {
 #[tokio::test]
 async fn null_markers_and_a_timestamp_range_through_the_cli() {
     let _serial = serial();
-    let mut cluster = Cluster::start(1, 0, &[]);
-    cluster.wait_healthy(STARTUP).await;
-    cluster.wait_active_brokers(1, 1, STARTUP).await;
-    let bootstrap = cluster.node(1).broker_addr();
+    let (_cluster, bootstrap) = one_node(&[]).await;
     let b = bootstrap.as_str();
     weir_ok(b, &["topic", "create", "nulls", "-p", "1", "-r", "1"]).await;
     let input = b"a:1\nNULL:2\nc:NULL\nd:\n";
@@ -1507,17 +1510,11 @@ async fn null_markers_and_a_timestamp_range_through_the_cli() {
 #[tokio::test]
 async fn topic_configs_show_their_source_and_server_defaults_apply() {
     let _serial = serial();
-    let mut cluster = Cluster::start(
-        1,
-        0,
-        &[(
-            "WEIR_TOPIC_CONFIG_DEFAULTS",
-            "retention.ms=86400000,compression.type=zstd",
-        )],
-    );
-    cluster.wait_healthy(STARTUP).await;
-    cluster.wait_active_brokers(1, 1, STARTUP).await;
-    let bootstrap = cluster.node(1).broker_addr();
+    let defaults = [(
+        "WEIR_TOPIC_CONFIG_DEFAULTS",
+        "retention.ms=86400000,compression.type=zstd",
+    )];
+    let (mut cluster, bootstrap) = one_node(&defaults).await;
     let b = bootstrap.as_str();
     let create = ["topic", "create", "sourced", "-p", "1", "-r", "1"];
     weir_ok(

@@ -964,30 +964,7 @@ async fn producer_keeps_delivering_through_a_leader_kill() {
     let kill_index = kill_index.load(Ordering::SeqCst);
 
     // ---- Every delivery result, and when it came.
-    assert_eq!(
-        delivered.len() as u64,
-        total_sent,
-        "deliveries vs records sent"
-    );
-    let failed: Vec<(u64, &Error)> = delivered
-        .iter()
-        .filter_map(|d| d.result.as_ref().err().map(|e| (d.n, e)))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} records failed despite retries, e.g. {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
-    let acked: HashMap<u64, RecordMetadata> = delivered
-        .iter()
-        .map(|d| (d.n, d.result.clone().unwrap()))
-        .collect();
-    assert_eq!(
-        acked.len() as u64,
-        total_sent,
-        "a record acknowledged twice"
-    );
+    let acked = all_acknowledged(&delivered, total_sent);
     let count = |f: &dyn Fn(&Delivered, &RecordMetadata) -> bool| {
         delivered.iter().filter(|d| f(d, &acked[&d.n])).count()
     };
@@ -1127,21 +1104,7 @@ async fn idempotent_producer_stores_each_record_once_through_repeated_leader_kil
         .await
         .expect("every delivery resolves")
         .unwrap();
-    assert_eq!(delivered.len() as u64, total_sent);
-    let failed: Vec<(u64, &Error)> = delivered
-        .iter()
-        .filter_map(|d| d.result.as_ref().err().map(|e| (d.n, e)))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} records failed, e.g. {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
-    let acked: HashMap<u64, RecordMetadata> = delivered
-        .iter()
-        .map(|d| (d.n, d.result.clone().unwrap()))
-        .collect();
+    let acked = all_acknowledged(&delivered, total_sent);
     let (total, duplicates) =
         read_back_and_check(&mut cluster, &admin, config, topic, &acked, total_sent).await;
     eprintln!(
@@ -1381,6 +1344,36 @@ async fn read_back_and_check(
         duplicates += check_partition(partition, &sent_here, acked, &here, &batches);
     }
     (total, duplicates)
+}
+
+/// The acknowledgement of each of the `total_sent` records numbered from 0, by number; fails
+/// the test if a delivery is missing or failed.
+fn all_acknowledged(delivered: &[Delivered], total_sent: u64) -> HashMap<u64, RecordMetadata> {
+    assert_eq!(
+        delivered.len() as u64,
+        total_sent,
+        "deliveries vs records sent"
+    );
+    let failed: Vec<(u64, &Error)> = delivered
+        .iter()
+        .filter_map(|d| d.result.as_ref().err().map(|e| (d.n, e)))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} records failed despite retries, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let acked: HashMap<u64, RecordMetadata> = delivered
+        .iter()
+        .map(|d| (d.n, d.result.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        acked.len() as u64,
+        total_sent,
+        "a record acknowledged twice"
+    );
+    acked
 }
 
 /// The sender task's count of records sent, once it stopped.

@@ -60,6 +60,32 @@ async fn wait_topic_ready(admin: &Admin, topic: &str, isr: usize) {
     .await;
 }
 
+/// A started cluster of `nodes` (with `env` for each node) holding topic `topic` of
+/// `partitions` partitions, replication factor `rf` and `configs`, every partition led with a
+/// full ISR; its client config and an admin client.
+async fn cluster_with_topic(
+    nodes: u64,
+    env: &[(&str, &str)],
+    topic: &str,
+    partitions: i32,
+    rf: i32,
+    configs: &[(&str, &str)],
+) -> (Cluster, ClientConfig, Admin) {
+    let mut cluster = Cluster::start_ready(nodes, env).await.0;
+    let config = client_config(&mut cluster);
+    let admin = Admin::connect(config.clone()).await.unwrap();
+    let configs = configs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    admin
+        .create_topic(topic, partitions, rf, configs)
+        .await
+        .unwrap();
+    wait_topic_ready(&admin, topic, rf as usize).await;
+    (cluster, config, admin)
+}
+
 /// Reads `n` records from the consumer's stream (all assigned partitions).
 async fn read_n(consumer: &mut Consumer, n: usize, timeout: Duration) -> Vec<ConsumerRecord> {
     let mut out = Vec::with_capacity(n);
@@ -385,14 +411,7 @@ async fn admin_produce_consume_seek_and_errors_on_one_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyless_records_stick_and_back_pressure_bounds_memory() {
     let _serial = serial();
-    let mut cluster = start(1).await;
-    let config = client_config(&mut cluster);
-    let admin = Admin::connect(config.clone()).await.unwrap();
-    admin
-        .create_topic("sticky", 4, 1, BTreeMap::new())
-        .await
-        .unwrap();
-    wait_topic_ready(&admin, "sticky", 1).await;
+    let (_cluster, config, admin) = cluster_with_topic(1, &[], "sticky", 4, 1, &[]).await;
 
     // ---- Sticky partitioning: keyless records fill one partition's batch, then move on.
     let producer = Producer::connect(
@@ -863,19 +882,8 @@ fn the_partition_check_allows_only_retried_batches_to_repeat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_keeps_delivering_through_a_leader_kill() {
     let _serial = serial();
-    let mut cluster = start(3).await;
-    let config = client_config(&mut cluster);
-    let admin = Admin::connect(config.clone()).await.unwrap();
-    admin
-        .create_topic(
-            "durable",
-            2,
-            3,
-            BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]),
-        )
-        .await
-        .unwrap();
-    wait_topic_ready(&admin, "durable", 3).await;
+    let (mut cluster, config, admin) =
+        cluster_with_topic(3, &[], "durable", 2, 3, &[("min.insync.replicas", "2")]).await;
     let before = admin.describe_topic("durable").await.unwrap();
     let victim = before.partitions[0].leader.unwrap();
 
@@ -1011,20 +1019,9 @@ const KILL_ROUNDS: usize = 3;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_producer_stores_each_record_once_through_repeated_leader_kills() {
     let _serial = serial();
-    let mut cluster = start(3).await;
-    let config = client_config(&mut cluster);
-    let admin = Admin::connect(config.clone()).await.unwrap();
     let topic = "once";
-    admin
-        .create_topic(
-            topic,
-            2,
-            3,
-            BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]),
-        )
-        .await
-        .unwrap();
-    wait_topic_ready(&admin, topic, 3).await;
+    let (mut cluster, config, admin) =
+        cluster_with_topic(3, &[], topic, 2, 3, &[("min.insync.replicas", "2")]).await;
     let producer_config = ProducerConfig {
         linger: Duration::from_millis(2),
         batch_size: 2048,
@@ -1125,16 +1122,8 @@ async fn idempotent_producer_stores_each_record_once_through_repeated_leader_kil
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_producer_id_is_replaced_without_losing_or_repeating_a_record() {
     let _serial = serial();
-    let mut cluster = Cluster::start_ready(1, &[("WEIR_PRODUCER_ID_EXPIRATION_MS", "1000")])
-        .await
-        .0;
-    let config = client_config(&mut cluster);
-    let admin = Admin::connect(config.clone()).await.unwrap();
-    admin
-        .create_topic("idle", 1, 1, BTreeMap::new())
-        .await
-        .unwrap();
-    wait_topic_ready(&admin, "idle", 1).await;
+    let expiring = [("WEIR_PRODUCER_ID_EXPIRATION_MS", "1000")];
+    let (mut cluster, config, admin) = cluster_with_topic(1, &expiring, "idle", 1, 1, &[]).await;
     let producer = Producer::connect(config.clone(), ProducerConfig::default())
         .await
         .unwrap();
@@ -1173,14 +1162,7 @@ async fn an_expired_producer_id_is_replaced_without_losing_or_repeating_a_record
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_resent_after_an_acks_all_timeout_is_stored_once_when_idempotent() {
     let _serial = serial();
-    let mut cluster = start(3).await;
-    let config = client_config(&mut cluster);
-    let admin = Admin::connect(config.clone()).await.unwrap();
-    admin
-        .create_topic("resend", 1, 3, BTreeMap::new())
-        .await
-        .unwrap();
-    wait_topic_ready(&admin, "resend", 3).await;
+    let (mut cluster, config, admin) = cluster_with_topic(3, &[], "resend", 1, 3, &[]).await;
     let p = admin.describe_topic("resend").await.unwrap().partitions[0].clone();
     let leader = p.leader.unwrap();
     let followers: Vec<u64> = p

@@ -1220,3 +1220,83 @@ async fn connections_that_never_send_a_preface_are_closed() {
     create_topic_works(&mut cluster, "after-silent-connections").await;
     assert_eq!(cluster.running(), vec![1], "the node died");
 }
+
+/// Issue 15: a connection that only answered keep-alive pings held its slot for good (4,096 of
+/// them shut every client out). The broker listener closes a connection on which no request
+/// or answer moved for `--connections-max-idle-ms` (Kafka's connections.max.idle.ms; 1.5 s
+/// here): an HTTP/2 client that sent its preface and settings and then nothing is closed
+/// within two idle periods, while a fetch stream that gets an (empty) answer every 250 ms on
+/// the same listener stays open well past them.
+#[tokio::test]
+async fn connections_on_which_nothing_moves_are_closed() {
+    use std::io::{Read, Write};
+    use tokio_stream::StreamExt;
+    use weir_proto::broker::v1::FetchRequest;
+    let _serial = serial();
+    let idle = Duration::from_millis(1500);
+    let (mut cluster, _) =
+        Cluster::start_ready(1, &[("WEIR_CONNECTIONS_MAX_IDLE_MS", "1500")]).await;
+    let r = cluster.create_topic(1, "quiet", 1, 1).await.unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    wait_led(&mut cluster, "quiet").await;
+    let addr = cluster.node(1).direct_broker_addr();
+    let silent = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let mut socket = std::net::TcpStream::connect(&addr).unwrap();
+        socket
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        while started.elapsed() < Duration::from_secs(15) {
+            match socket.read(&mut buf) {
+                Ok(0) => return Some(started.elapsed()),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return Some(started.elapsed()),
+            }
+        }
+        None
+    });
+
+    let mut client = cluster.broker_client(1);
+    let mut stream = client
+        .fetch(FetchRequest {
+            topic: "quiet".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 1024,
+            min_bytes: 1,
+            max_wait_ms: 250,
+            decode: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // 20 answers at 250 ms apiece: about 5 s, over three idle periods.
+    for i in 0..20 {
+        let next = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+        let answer = match next {
+            Ok(Some(Ok(answer))) => answer,
+            Ok(Some(Err(e))) => panic!("the busy stream failed at answer {i}: {e}"),
+            Ok(None) => panic!("the busy stream ended at answer {i}"),
+            Err(_) => panic!("answer {i} did not come"),
+        };
+        assert!(answer.error.is_none(), "{:?}", answer.error);
+    }
+    let closed = tokio::task::spawn_blocking(move || silent.join().unwrap())
+        .await
+        .unwrap()
+        .expect("the silent connection was never closed");
+    assert!(
+        closed >= idle - Duration::from_millis(200) && closed <= 2 * idle + Duration::from_secs(2),
+        "the silent connection closed after {closed:?}"
+    );
+    assert_eq!(cluster.running(), vec![1], "the node died");
+}

@@ -223,6 +223,7 @@ impl MetaNode {
                     listener,
                     "controller",
                     weir_proto::listen::MAX_CONNECTIONS,
+                    weir_proto::listen::IDLE_TIMEOUT,
                 ),
                 {
                     let mut rx = shutdown_rx.clone();

@@ -108,6 +108,12 @@ pub struct Args {
     #[arg(long, env = "WEIR_MAX_SEGMENTS_PER_PARTITION", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(2..))]
     pub max_segments_per_partition: u64,
+    /// Close a client connection on which no request or answer moved for this long (ms;
+    /// Kafka's connections.max.idle.ms): keep-alive pings alone do not keep it open. Clients
+    /// reconnect on their next request.
+    #[arg(long, env = "WEIR_CONNECTIONS_MAX_IDLE_MS", default_value_t = 600_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub connections_max_idle_ms: u64,
     /// A default for every topic that does not set KEY itself, instead of the built-in one
     /// (Kafka's broker-level log configs): e.g. `--topic-config-default retention.ms=86400000
     /// --topic-config-default min.insync.replicas=2`. Repeatable; comma-separated in the
@@ -185,6 +191,8 @@ pub struct ServerConfig {
     pub max_producers_per_partition: usize,
     /// Segments a partition keeps before it stops rolling by size and age.
     pub max_segments_per_partition: usize,
+    /// Idle time after which a broker-listener connection is closed.
+    pub connections_max_idle: Duration,
     /// Defaults for every topic's configs (`--topic-config-default`), validated.
     pub topic_defaults: std::collections::BTreeMap<String, String>,
     /// Local address of the node's own outgoing connections (`--source-address`); `None`: the
@@ -308,6 +316,7 @@ impl Args {
             log_preallocate_bytes: self.log_preallocate_bytes,
             producer_id_expiration: Duration::from_millis(self.producer_id_expiration_ms.max(1)),
             topic_defaults,
+            connections_max_idle: Duration::from_millis(self.connections_max_idle_ms),
             max_segments_per_partition: usize::try_from(self.max_segments_per_partition)
                 .unwrap_or(usize::MAX),
             max_producers_per_partition: usize::try_from(self.max_producers_per_partition)

@@ -274,7 +274,12 @@ fn start_broker(
             // An accept error (EMFILE) never ends it; at most MAX_CONNECTIONS at once; accepted
             // sockets get TCP_NODELAY (Nagle and delayed ACKs add ~40 ms to every reply larger
             // than a segment or two) and keep-alive.
-            weir_proto::listen::incoming(listener, "broker", weir_proto::listen::MAX_CONNECTIONS),
+            weir_proto::listen::incoming(
+                listener,
+                "broker",
+                weir_proto::listen::MAX_CONNECTIONS,
+                config.connections_max_idle,
+            ),
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },

@@ -457,6 +457,16 @@ impl Partition {
             }
             l.epoch
         };
+        // Recompression (compression.type) is pure work: done before the log's lock is taken.
+        let config = {
+            let log = self.log.read_locked();
+            (log.config().compression != weir_common::topic_config::CompressionType::Producer)
+                .then(|| log.config().clone())
+        };
+        let batch = match config {
+            Some(config) => weir_storage::log::recompressed(&config, batch)?,
+            None => batch,
+        };
         let info = self.append_with(|log| log.append_as_leader(batch, epoch))?;
         let mut state = self.state.locked();
         self.publish(&mut state);

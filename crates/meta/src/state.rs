@@ -171,6 +171,8 @@ impl MetadataState {
                 if assignment.is_empty() || assignment.iter().any(|r| r.is_empty()) {
                     return Err(MetaError::InvalidRequest("empty replica assignment".into()));
                 }
+                // Checked again here: two creations validated at once must not both pass.
+                self.check_replica_load(assignment)?;
                 let partitions = assignment
                     .iter()
                     .map(|replicas| {

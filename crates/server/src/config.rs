@@ -110,7 +110,8 @@ pub struct Args {
     pub max_segments_per_partition: u64,
     /// Close a client connection on which no request or answer moved for this long (ms;
     /// Kafka's connections.max.idle.ms): keep-alive pings alone do not keep it open. Clients
-    /// reconnect on their next request.
+    /// reconnect on their next request. Keep it well above the longest a request may wait
+    /// without an answer moving (a fetch's max_wait, up to 30 s; an acks=all timeout).
     #[arg(long, env = "WEIR_CONNECTIONS_MAX_IDLE_MS", default_value_t = 600_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub connections_max_idle_ms: u64,
@@ -118,7 +119,8 @@ pub struct Args {
     /// (Kafka's broker-level log configs): e.g. `--topic-config-default retention.ms=86400000
     /// --topic-config-default min.insync.replicas=2`. Repeatable; comma-separated in the
     /// environment. Start every node with the same defaults. `weir topic describe` shows
-    /// where each value comes from.
+    /// where each value comes from. As in Kafka, a default min.insync.replicas is not checked
+    /// against each topic's replication factor: a topic with fewer replicas refuses acks=all.
     #[arg(
         long = "topic-config-default",
         env = "WEIR_TOPIC_CONFIG_DEFAULTS",

@@ -418,25 +418,34 @@ pub fn set_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, bas
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// The records of a validated batch re-encoded with `codec`, keeping its producer id, epoch
-/// and base sequence (what Kafka's LogValidator does for a topic whose `compression.type` names
-/// a codec). Offsets are relative as before; the base offset is 0 and the leader epoch -1 until
-/// the leader assigns them.
+/// The records of a batch re-encoded with `codec` at `level`, keeping its producer id, epoch,
+/// base sequence and transactional bit (what Kafka's LogValidator does for a topic whose
+/// `compression.type` names a codec). The body is decompressed once, at most
+/// `max_decompressed` bytes, and records are re-encoded one at a time, so the memory it takes
+/// is the decompressed body and the new batch. Offsets are relative as before; the base offset
+/// is 0 and the leader epoch -1 until the leader assigns them. Control batches are refused.
 pub fn recompress(
     batch: &Bytes,
     codec: Compression,
     level: Option<i32>,
+    max_decompressed: usize,
 ) -> Result<Bytes, BatchError> {
     let decoded = RecordBatch::decode(batch.clone())?;
     let h = *decoded.header();
-    let mut builder = BatchBuilder::new(codec).level(level).producer(
-        h.producer_id,
-        h.producer_epoch,
-        h.base_sequence,
-    );
-    for record in decoded.records()? {
-        builder.push(&record);
+    if h.is_control() {
+        return Err(BatchError::MalformedRecord(
+            "a control batch cannot be recompressed",
+        ));
     }
+    let mut builder = BatchBuilder::new(codec)
+        .level(level)
+        .producer(h.producer_id, h.producer_epoch, h.base_sequence)
+        .transactional(h.is_transactional());
+    let body = decoded.body(max_decompressed)?;
+    decoded.each_record(&body, |record| {
+        builder.push(&record);
+        Ok(())
+    })?;
     builder.build(0)
 }
 
@@ -483,21 +492,36 @@ impl RecordBatch {
     /// Decodes every record, decompressing first when the batch is compressed. Keys, values and
     /// header values of an uncompressed batch are slices of the batch's bytes, not copies.
     pub fn records(&self) -> Result<Vec<Record>, BatchError> {
-        let header = &self.header;
-        let body = self.bytes.slice(HEADER_LEN..);
-        let body = match header.compression()? {
-            Compression::None => body,
-            codec => Bytes::from(compression::decompress(
-                codec,
-                &body,
-                MAX_DECOMPRESSED_BYTES,
-            )?),
-        };
-        let log_append_time = header.timestamp_type() == TimestampType::LogAppendTime;
+        let body = self.body(MAX_DECOMPRESSED_BYTES)?;
         // Each record takes at least 7 bytes, which bounds what a lying count can allocate.
-        let capacity = (header.records_count as usize).min(body.len() / 7 + 1);
+        let capacity = (self.header.records_count as usize).min(body.len() / 7 + 1);
         let mut records = Vec::with_capacity(capacity);
-        let mut reader = Reader::new(&body);
+        self.each_record(&body, |r| {
+            records.push(r);
+            Ok(())
+        })?;
+        Ok(records)
+    }
+
+    /// The records' bytes, decompressed (at most `limit` bytes).
+    fn body(&self, limit: usize) -> Result<Bytes, BatchError> {
+        let body = self.bytes.slice(HEADER_LEN..);
+        Ok(match self.header.compression()? {
+            Compression::None => body,
+            codec => Bytes::from(compression::decompress(codec, &body, limit)?),
+        })
+    }
+
+    /// Calls `f` with each record of `body` (the batch's records, decompressed), in order,
+    /// holding one at a time.
+    fn each_record(
+        &self,
+        body: &Bytes,
+        mut f: impl FnMut(Record) -> Result<(), BatchError>,
+    ) -> Result<(), BatchError> {
+        let header = &self.header;
+        let log_append_time = header.timestamp_type() == TimestampType::LogAppendTime;
+        let mut reader = Reader::new(body);
         for _ in 0..header.records_count {
             let len = reader.varint()?;
             let len = usize::try_from(len)
@@ -507,14 +531,14 @@ impl RecordBatch {
             if log_append_time {
                 record.timestamp = header.max_timestamp;
             }
-            records.push(record);
+            f(record)?;
         }
         if reader.remaining() != 0 {
             return Err(BatchError::InvalidCount(
                 "records do not fill the batch exactly",
             ));
         }
-        Ok(records)
+        Ok(())
     }
 }
 

@@ -115,6 +115,30 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
+    /// The most bytes one batch may decompress to: 8 × `max.message.bytes` (8 MiB by
+    /// default), so a small batch of zeros cannot cost every consumer hundreds of MB.
+    pub fn max_decompressed(&self) -> usize {
+        self.max_message_bytes.saturating_mul(8)
+    }
+
+    /// The codec and level a batch in codec `sent` is recompressed to under
+    /// `compression.type`, if any.
+    pub fn recompression(
+        &self,
+        sent: crate::Compression,
+    ) -> Option<(crate::Compression, Option<i32>)> {
+        use crate::Compression as C;
+        let (wanted, level) = match self.compression {
+            CompressionType::Producer => return None,
+            CompressionType::Uncompressed => (C::None, None),
+            CompressionType::Gzip => (C::Gzip, self.gzip_level),
+            CompressionType::Snappy => (C::Snappy, None),
+            CompressionType::Lz4 => (C::Lz4, None),
+            CompressionType::Zstd => (C::Zstd, Some(self.zstd_level)),
+        };
+        (wanted != sent).then_some((wanted, level))
+    }
+
     /// Applies one Kafka-style topic config (parsed and validated by
     /// [`weir_common::topic_config`], the one schema). Nothing changes when the key or value is
     /// invalid; a topic config that is not a log config (`min.insync.replicas`, …) is

@@ -782,3 +782,19 @@ fn the_segment_cap_stops_rolling_but_not_appending() {
     assert_eq!(log.segment_count(), 4, "{:?}", log.segment_base_offsets());
     assert_eq!(read_all(&log, 0).len(), 200);
 }
+
+/// Control batches (transaction markers) are the broker's to write: a producer's is refused,
+/// and nothing changes.
+#[test]
+fn a_produced_control_batch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    let mut bytes = batch("ctl", 1, 100).to_vec();
+    let attributes = i16::from_be_bytes([bytes[21], bytes[22]]) | 0x20;
+    bytes[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    let err = log.append_as_leader(Bytes::from(bytes), 0).unwrap_err();
+    assert!(matches!(err, LogError::InvalidRequest(_)), "{err}");
+    assert_eq!(log.log_end_offset(), 0);
+}

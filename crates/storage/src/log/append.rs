@@ -9,7 +9,7 @@ use bytes::Bytes;
 use weir_common::now_ms;
 
 use crate::batch::{self, BatchError, BatchHeader, TimestampType};
-use crate::compression::Compression;
+use crate::config::LogConfig;
 use crate::error::{LogError, Result};
 use crate::producer::Check;
 use weir_common::topic_config::CompressionType;
@@ -73,20 +73,6 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// The codec a batch in codec `sent` must be recompressed to under `compression.type`, if
-    /// any.
-    fn recompress_to(&self, sent: Compression) -> Option<Compression> {
-        let wanted = match self.config.compression {
-            CompressionType::Producer => return None,
-            CompressionType::Uncompressed => Compression::None,
-            CompressionType::Gzip => Compression::Gzip,
-            CompressionType::Snappy => Compression::Snappy,
-            CompressionType::Lz4 => Compression::Lz4,
-            CompressionType::Zstd => Compression::Zstd,
-        };
-        (wanted != sent).then_some(wanted)
-    }
-
     /// Appends one batch from a producer as the partition leader in `leader_epoch`: validates
     /// it (size, length, CRC, and every record: [`batch::check_records`]) and, for an
     /// idempotent producer, its sequence ([`crate::producer`]; a retry of a batch already
@@ -108,6 +94,11 @@ impl PartitionLog {
                 max: self.config.max_message_bytes,
             });
         }
+        if header.is_control() {
+            return Err(LogError::InvalidRequest(
+                "control batches are written by the broker, not produced".into(),
+            ));
+        }
         if header.records_count < 1 {
             return Err(LogError::InvalidRequest(
                 "a produced batch must hold at least one record".into(),
@@ -120,7 +111,7 @@ impl PartitionLog {
         }
         // Decompressed, a batch may be at most 8 times max.message.bytes (8 MiB by default):
         // a small batch of zeros must not cost every consumer hundreds of MB to decode.
-        let max_decompressed = self.config.max_message_bytes.saturating_mul(8);
+        let max_decompressed = self.config.max_decompressed();
         let timestamps = batch::check_records(&batch, &header, max_decompressed)?;
         if self.config.timestamp_type == TimestampType::CreateTime {
             let (lo, hi) = timestamps.unwrap_or((header.max_timestamp, header.max_timestamp));
@@ -153,13 +144,10 @@ impl PartitionLog {
                 duplicate: true,
             });
         }
-        if let Some(codec) = self.recompress_to(header.compression()?) {
-            let level = match codec {
-                Compression::Gzip => self.config.gzip_level,
-                Compression::Zstd => Some(self.config.zstd_level),
-                _ => None,
-            };
-            batch = batch::recompress(&batch, codec, level)?;
+        if self.config.recompression(header.compression()?).is_some() {
+            // The broker recompresses outside the log's lock first ([`recompressed`]); this
+            // catches a batch that came another way, or a config changed in between.
+            batch = recompressed(&self.config, batch)?;
             header = batch::validate(&batch, usize::MAX)?;
             if batch.len() > self.config.max_message_bytes {
                 return Err(LogError::RecordTooLarge {
@@ -293,5 +281,25 @@ impl PartitionLog {
             self.flush()?;
         }
         Ok(header)
+    }
+}
+
+/// `batch` as a log with `config` stores it: recompressed when `compression.type` names another
+/// codec than the batch's (decompressing at most [`LogConfig::max_decompressed`]), else as it
+/// is. Pure work, no log needed: the broker runs it before taking the log's lock, so a slow
+/// codec level does not stall the partition's readers and writers.
+pub fn recompressed(config: &LogConfig, batch: Bytes) -> Result<Bytes> {
+    if config.compression == CompressionType::Producer {
+        return Ok(batch);
+    }
+    let header = batch::validate(&batch, usize::MAX)?;
+    match config.recompression(header.compression()?) {
+        None => Ok(batch),
+        Some((codec, level)) => Ok(batch::recompress(
+            &batch,
+            codec,
+            level,
+            config.max_decompressed(),
+        )?),
     }
 }

@@ -66,7 +66,7 @@ mod retention;
 mod roll;
 mod truncate;
 
-pub use append::AppendInfo;
+pub use append::{recompressed, AppendInfo};
 pub use flush::{Checkpoint, PendingFlush};
 pub use retention::RetentionOutcome;
 

@@ -25,9 +25,10 @@ impl PartitionLog {
         let old = active
             .first_append()
             .is_some_and(|t| t.elapsed() >= config.segment_ms);
-        let offsets = last_offset - active.base_offset() > i64::from(i32::MAX);
-        // The offset range must roll (the indexes hold 32-bit relative offsets); size and age
-        // give way to the cap on segments.
+        // The offset range and the 32-bit positions in the indexes must roll whatever the cap.
+        let offsets = last_offset - active.base_offset() > i64::from(i32::MAX)
+            || active.size() + batch_size > i32::MAX as u64;
+        // Size and age give way to the cap on segments.
         let capped = self.segments.len() >= config.max_segments;
         if (full || old) && capped && !offsets {
             if !self.roll_capped {

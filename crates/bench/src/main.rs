@@ -162,6 +162,14 @@ async fn ensure_target(system: System, w: &Workload) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The clients' own log lines (retries, reconnects) on stderr, for finding where a slow
+    // record went: e.g. WEIR_BENCH_LOG=weir_client=debug. Off by default.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("WEIR_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let cli = Cli::parse();
     let json = match cli.command {
         Command::Produce { system, workload } => {

@@ -751,6 +751,16 @@ impl BatchBuilder {
     /// Finishes the batch with `base_offset` (producers send 0; the leader assigns the real one)
     /// and leader epoch -1.
     pub fn build(self, base_offset: i64) -> Result<Bytes, BatchError> {
+        let mut out = self.build_unsealed(base_offset)?;
+        let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
+        out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        Ok(Bytes::from(out))
+    }
+
+    /// [`Self::build`] without the CRC (left 0), for a batch whose producer fields are set
+    /// later by [`set_producer`], which computes it: the idempotent producer stamps a batch
+    /// when it first sends it, and the CRC is then computed once, not twice.
+    pub fn build_unsealed(self, base_offset: i64) -> Result<Vec<u8>, BatchError> {
         let mut attributes = self.compression.id();
         if self.transactional {
             attributes |= TRANSACTIONAL_BIT;
@@ -774,9 +784,7 @@ impl BatchBuilder {
         let length = i32::try_from(out.len() - LOG_OVERHEAD)
             .map_err(|_| BatchError::InvalidLength(out.len() as i64))?;
         out[8..12].copy_from_slice(&length.to_be_bytes());
-        let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
-        out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        Ok(Bytes::from(out))
+        Ok(out)
     }
 }
 

@@ -134,7 +134,8 @@ impl ProducerStates {
     }
 
     /// The epoch and last sequence known for `producer_id`.
-    pub fn last_sequence(&self, producer_id: i64) -> Option<(i16, i32)> {
+    #[cfg(test)]
+    fn last_sequence(&self, producer_id: i64) -> Option<(i16, i32)> {
         let entry = self.producers.get(&producer_id)?;
         Some((entry.epoch, entry.batches.back()?.last_seq))
     }

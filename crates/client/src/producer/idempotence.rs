@@ -73,7 +73,8 @@ impl Identity {
     }
 }
 
-/// `bytes` with `stamp` written into its header (and its CRC recomputed); no copy when the
+/// `bytes` with `stamp` written into its header and its CRC computed (an idempotent
+/// producer's batches are built without one: `BatchBuilder::build_unsealed`); no copy when the
 /// bytes are not shared, as a batch's are before its first send.
 pub(super) fn stamped(bytes: Bytes, stamp: Stamp) -> Bytes {
     let mut owned = bytes

@@ -83,7 +83,13 @@ impl Shared {
             partition,
             open,
         } = closed;
-        match open.builder.build(0) {
+        // An idempotent producer's batch gets its CRC when it is stamped, at its first send.
+        let built = if self.config.idempotent() {
+            open.builder.build_unsealed(0).map(Bytes::from)
+        } else {
+            open.builder.build(0)
+        };
+        match built {
             Ok(bytes) => Some(Batch {
                 id,
                 topic,

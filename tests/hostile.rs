@@ -751,6 +751,53 @@ async fn a_listener_survives_running_out_of_file_descriptors() {
     assert_eq!(cluster.running(), vec![1]);
 }
 
+/// Issue 15: segments were bounded per partition only, so many partitions could together open
+/// more segment files (one descriptor each) than the node may. With `--max-segments-per-node`
+/// at 4, two partitions that would roll on every other batch hold 4 segments between them,
+/// and every record is still stored.
+#[tokio::test]
+async fn the_node_bounds_the_segments_of_all_its_partitions() {
+    let _serial = serial();
+    let (mut cluster, _) = Cluster::start_ready(1, &[("WEIR_MAX_SEGMENTS_PER_NODE", "4")]).await;
+    for topic in ["a", "b"] {
+        let r = cluster
+            .create_topic_with(1, topic, 1, 1, &[("segment.bytes", "16384")])
+            .await
+            .unwrap();
+        assert!(r.error.is_none(), "{:?}", r.error);
+        wait_led(&mut cluster, topic).await;
+    }
+    let mut client = cluster.broker_client(1);
+    for topic in ["a", "b"] {
+        produce_kib_records(&mut client, topic, 10, 10).await;
+    }
+    let logs = cluster.node(1).data_dir.join("logs");
+    let mut segments = Vec::new();
+    for partition in std::fs::read_dir(&logs).unwrap() {
+        let partition = partition.unwrap().path();
+        if !partition.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(partition).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                segments.push(path);
+            }
+        }
+    }
+    assert_eq!(segments.len(), 4, "{segments:?}");
+    for topic in ["a", "b"] {
+        let r = client
+            .partition_offsets(weir_proto::broker::v1::PartitionOffsetsRequest {
+                topic: topic.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.partitions[0].log_end_offset, 100, "{topic}: {r:?}");
+    }
+}
+
 /// A measurement, not a check (run it by name with `--ignored --nocapture`): peak RSS of a node
 /// under 200 fetch streams whose reader never reads, each asking for up to 8 MiB, over 16 MiB
 /// of committed data. docs/LIMITS.md records the figure; the node-wide fetch-memory budget that

@@ -55,6 +55,9 @@ pub struct BrokerConfig {
     pub max_producers_per_partition: usize,
     /// Segments a partition keeps before it stops rolling (`LogConfig::max_segments`).
     pub max_segments_per_partition: usize,
+    /// The segments open across this broker's logs and the most allowed before they stop
+    /// rolling (`LogConfig::node_segments`; `--max-segments-per-node`).
+    pub node_segments: weir_storage::NodeSegments,
     /// This process's incarnation, as the broker registers it (see
     /// [`crate::lifecycle::new_incarnation`]): the manager acts only once the metadata shows it.
     pub incarnation: u64,
@@ -81,6 +84,7 @@ pub fn log_config_for(broker: &BrokerConfig, topic: &TopicInfo) -> (LogConfig, u
         producer_id_expiration: broker.producer_id_expiration,
         max_producers: broker.max_producers_per_partition,
         max_segments: broker.max_segments_per_partition,
+        node_segments: broker.node_segments.clone(),
         ..LogConfig::default()
     };
     for (key, value) in &configs {

@@ -108,6 +108,13 @@ pub struct Args {
     #[arg(long, env = "WEIR_MAX_SEGMENTS_PER_PARTITION", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(2..))]
     pub max_segments_per_partition: u64,
+    /// Most segments open across all of this node's partitions before none of them rolls by
+    /// segment.bytes or segment.ms (active segments then grow, with a warning, until retention
+    /// deletes old ones): together they must not run the node out of descriptors, which
+    /// connections need too. 0 (default): half the open-file limit at start (after it is raised
+    /// to the hard limit).
+    #[arg(long, env = "WEIR_MAX_SEGMENTS_PER_NODE", default_value_t = 0)]
+    pub max_segments_per_node: u64,
     /// Close a client connection on which no request or answer moved for this long (ms;
     /// Kafka's connections.max.idle.ms): keep-alive pings alone do not keep it open. Clients
     /// reconnect on their next request. Keep it well above the longest a request may wait
@@ -193,6 +200,8 @@ pub struct ServerConfig {
     pub max_producers_per_partition: usize,
     /// Segments a partition keeps before it stops rolling by size and age.
     pub max_segments_per_partition: usize,
+    /// Segments open across the node's partitions before none rolls by size and age.
+    pub max_segments_per_node: usize,
     /// Idle time after which a broker-listener connection is closed.
     pub connections_max_idle: Duration,
     /// Defaults for every topic's configs (`--topic-config-default`), validated.
@@ -321,6 +330,10 @@ impl Args {
             connections_max_idle: Duration::from_millis(self.connections_max_idle_ms),
             max_segments_per_partition: usize::try_from(self.max_segments_per_partition)
                 .unwrap_or(usize::MAX),
+            max_segments_per_node: match self.max_segments_per_node {
+                0 => default_max_segments_per_node(),
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            },
             max_producers_per_partition: usize::try_from(self.max_producers_per_partition)
                 .unwrap_or(usize::MAX),
             source_address: self.source_address,
@@ -388,5 +401,17 @@ mod tests {
             let err = args(&argv).unwrap_err().to_string();
             assert!(err.contains(needle), "{argv:?}: {err}");
         }
+    }
+}
+
+/// Half this process's open-file limit (the soft one, which `weir-server` raises to the hard
+/// one before it reads its settings), at least 1,000: the rest is for connections and the
+/// metadata store. Unbounded if the limit cannot be read or is infinite.
+fn default_max_segments_per_node() -> usize {
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, _)) if soft != rlimit::INFINITY => {
+            usize::try_from(soft / 2).unwrap_or(usize::MAX).max(1_000)
+        }
+        _ => usize::MAX,
     }
 }

@@ -240,6 +240,7 @@ fn start_broker(
             max_producers_per_partition: config.max_producers_per_partition,
             topic_defaults: config.topic_defaults.clone(),
             max_segments_per_partition: config.max_segments_per_partition,
+            node_segments: weir_storage::NodeSegments::new(config.max_segments_per_node),
             controllers: config.quorum.iter().map(|(_, a)| a.clone()).collect(),
             incarnation,
             source_address: config.source_address,

@@ -77,6 +77,11 @@ pub struct LogConfig {
     /// deletes old ones): each segment holds a file descriptor, and `segment.ms=1` must not run
     /// a node out of them. Default 10,000. A broker setting.
     pub max_segments: usize,
+    /// The node's count of open segments and its bound, shared by every log of a broker: past
+    /// it no log rolls by `segment.bytes` or `segment.ms` (as at [`Self::max_segments`]), so
+    /// many partitions of many segments cannot together run the node out of descriptors.
+    /// Default: a count of its own, unbounded.
+    pub node_segments: NodeSegments,
     /// Largest window of disk blocks reserved ahead of the active segment's end, so appends
     /// don't wait on the filesystem allocating blocks during writeback (see
     /// [`crate::preallocate`]). 0 turns it off. Default 256 MiB. A broker setting, not a
@@ -107,6 +112,7 @@ impl Default for LogConfig {
             gzip_level: None,
             zstd_level: 3,
             max_segments: 10_000,
+            node_segments: NodeSegments::default(),
             preallocate_bytes: 256 << 20,
             producer_id_expiration: Duration::from_secs(24 * 3600),
             max_producers: 10_000,
@@ -218,3 +224,64 @@ mod tests {
         assert_eq!(config, before);
     }
 }
+
+/// The segments open across a node's logs, and the most it allows before logs stop rolling
+/// ([`LogConfig::node_segments`]). Clones share the count; two are equal when they are the
+/// same count.
+#[derive(Debug, Clone)]
+pub struct NodeSegments(std::sync::Arc<NodeSegmentsInner>);
+
+#[derive(Debug)]
+struct NodeSegmentsInner {
+    open: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+impl NodeSegments {
+    /// A count for a node that allows `max` open segments before its logs stop rolling.
+    pub fn new(max: usize) -> Self {
+        Self(std::sync::Arc::new(NodeSegmentsInner {
+            open: std::sync::atomic::AtomicUsize::new(0),
+            max,
+        }))
+    }
+
+    /// Segments open now, across the logs that share this count.
+    pub fn open(&self) -> usize {
+        self.0.open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The bound.
+    pub fn max(&self) -> usize {
+        self.0.max
+    }
+
+    /// Whether the logs that share this count hold the most segments allowed.
+    pub fn full(&self) -> bool {
+        self.open() >= self.0.max
+    }
+
+    /// Moves the count from `was` to `now` segments of one log.
+    pub(crate) fn adjust(&self, was: usize, now: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if now > was {
+            self.0.open.fetch_add(now - was, Relaxed);
+        } else if was > now {
+            self.0.open.fetch_sub(was - now, Relaxed);
+        }
+    }
+}
+
+impl Default for NodeSegments {
+    fn default() -> Self {
+        Self::new(usize::MAX)
+    }
+}
+
+impl PartialEq for NodeSegments {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for NodeSegments {}

@@ -783,6 +783,49 @@ fn the_segment_cap_stops_rolling_but_not_appending() {
     assert_eq!(read_all(&log, 0).len(), 200);
 }
 
+/// Issue 15: the per-partition cap alone let many partitions together hold more segments (each
+/// a descriptor) than a node can open. Logs that share a node's count stop rolling once it is
+/// reached, whichever partition holds them; retention, truncation and closing a log give their
+/// segments back, and rolling resumes.
+#[test]
+fn the_node_segment_cap_bounds_segments_across_partitions() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let node = weir_storage::NodeSegments::new(5);
+    let config = LogConfig {
+        node_segments: node.clone(),
+        retention_bytes: None,
+        ..small_segments(1024)
+    };
+    let mut a = PartitionLog::open(dirs[0].path(), config.clone()).unwrap();
+    let mut b = PartitionLog::open(dirs[1].path(), config).unwrap();
+    assert_eq!(node.open(), 2);
+    for i in 0..40 {
+        a.append_as_leader(batch_with("a", 5, i, Compression::None, 100), 0)
+            .unwrap();
+        b.append_as_leader(batch_with("b", 5, i, Compression::None, 100), 0)
+            .unwrap();
+    }
+    assert_eq!(a.segment_count() + b.segment_count(), 5);
+    assert_eq!(node.open(), 5);
+    assert_eq!(read_all(&a, 0).len(), 200);
+    assert_eq!(read_all(&b, 0).len(), 200);
+    // Truncating `a` to its first segment frees the others: `b` rolls again.
+    let first_roll = a.segment_base_offsets()[1];
+    a.truncate_to(first_roll).unwrap();
+    assert_eq!(node.open(), a.segment_count() + b.segment_count());
+    let before = b.segment_count();
+    b.append_as_leader(batch_with("b", 5, 40, Compression::None, 1000), 0)
+        .unwrap();
+    b.append_as_leader(batch_with("b", 5, 41, Compression::None, 1000), 0)
+        .unwrap();
+    assert!(b.segment_count() > before, "{:?}", b.segment_base_offsets());
+    assert_eq!(node.open(), 5);
+    drop(b);
+    assert_eq!(node.open(), a.segment_count());
+    drop(a);
+    assert_eq!(node.open(), 0);
+}
+
 /// Control batches (transaction markers) are the broker's to write: a producer's is refused,
 /// and nothing changes.
 #[test]

@@ -114,8 +114,12 @@ pub struct PartitionLog {
     dir_unsynced: bool,
     /// The idempotent producers' sequence state as of the log end (see [`crate::producer`]).
     producers: ProducerStates,
-    /// Rolling stopped at `LogConfig::max_segments` (warned once until it rolls again).
+    /// Rolling stopped at `LogConfig::max_segments` or the node's bound (warned once until it
+    /// rolls again).
     roll_capped: bool,
+    /// The segments this log has counted in `LogConfig::node_segments` (brought in line with
+    /// `segments` by [`Self::count_segments`]).
+    counted: usize,
 }
 
 impl PartitionLog {
@@ -163,7 +167,9 @@ impl PartitionLog {
             dir_unsynced: false,
             producers: ProducerStates::empty_at(first_base),
             roll_capped: false,
+            counted: 0,
         };
+        log.count_segments();
         log.producers = log.load_producers()?;
         if recovered_any || !clean {
             log.checkpoint()?;
@@ -184,7 +190,23 @@ impl PartitionLog {
 
     /// Replaces the configuration (a topic config change); applies from the next append.
     pub fn set_config(&mut self, config: LogConfig) {
+        if config.node_segments != self.config.node_segments {
+            self.config.node_segments.adjust(self.counted, 0);
+            self.counted = 0;
+        }
         self.config = config;
+        self.count_segments();
+    }
+
+    /// Brings this log's share of the node's segment count (`LogConfig::node_segments`) in
+    /// line with the segments it holds. Cheap when nothing changed; called wherever segments
+    /// come and go, and before every roll decision, so a path that forgot is set right there.
+    pub(super) fn count_segments(&mut self) {
+        let now = self.segments.len();
+        if now != self.counted {
+            self.config.node_segments.adjust(self.counted, now);
+            self.counted = now;
+        }
     }
 
     /// The first offset readers may see.
@@ -327,5 +349,12 @@ impl PartitionLog {
             sync_dir(parent)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for PartitionLog {
+    /// Its segments no longer count against the node's bound.
+    fn drop(&mut self) {
+        self.config.node_segments.adjust(self.counted, 0);
     }
 }

@@ -100,6 +100,7 @@ impl PartitionLog {
             let next_base = self.segments.keys().next().copied().unwrap_or(base);
             outcome.segments += 1;
             outcome.bytes += segment.size();
+            self.count_segments();
             segment.delete()?;
             if next_base > self.log_start_offset {
                 self.log_start_offset = next_base;

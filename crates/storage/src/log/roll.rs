@@ -16,6 +16,7 @@ impl PartitionLog {
     /// [`Self::flush`] or [`Self::take_pending_flush`]) the recovery point passes it and it is
     /// never scanned again.
     pub(super) fn maybe_roll(&mut self, batch_size: u64, last_offset: i64) -> Result<()> {
+        self.count_segments();
         let config = &self.config;
         let active = self.active();
         if active.is_empty() {
@@ -28,13 +29,23 @@ impl PartitionLog {
         // The offset range and the 32-bit positions in the indexes must roll whatever the cap.
         let offsets = last_offset - active.base_offset() > i64::from(i32::MAX)
             || active.size() + batch_size > i32::MAX as u64;
-        // Size and age give way to the cap on segments.
+        // Size and age give way to the caps on segments, the partition's and the node's.
         let capped = self.segments.len() >= config.max_segments;
-        if (full || old) && capped && !offsets {
+        let node_capped = config.node_segments.full();
+        if (full || old) && (capped || node_capped) && !offsets {
             if !self.roll_capped {
-                tracing::warn!(dir = %self.dir.display(), segments = self.segments.len(),
-                    "the partition holds the most segments allowed: the active segment grows \
-                     past segment.bytes and segment.ms until retention deletes old ones");
+                if capped {
+                    tracing::warn!(dir = %self.dir.display(), segments = self.segments.len(),
+                        "the partition holds the most segments allowed: the active segment \
+                         grows past segment.bytes and segment.ms until retention deletes old \
+                         ones");
+                } else {
+                    tracing::warn!(dir = %self.dir.display(),
+                        node_segments = config.node_segments.open(),
+                        "the node holds the most segments allowed (--max-segments-per-node): \
+                         the active segment grows past segment.bytes and segment.ms until \
+                         retention deletes old ones");
+                }
                 self.roll_capped = true;
             }
             return Ok(());
@@ -68,6 +79,7 @@ impl PartitionLog {
         self.snapshot_producers()?;
         let segment = Segment::create(&self.dir, next)?;
         self.segments.insert(next, segment);
+        self.count_segments();
         // The new file's directory entry is fsynced with the sealed segment, before anything
         // in it counts as durable.
         self.dir_unsynced = true;

@@ -40,6 +40,7 @@ impl PartitionLog {
         let removed = !doomed.is_empty();
         for base in doomed {
             if let Some(segment) = self.segments.remove(&base) {
+                self.count_segments();
                 segment.delete()?;
             }
         }
@@ -80,8 +81,10 @@ impl PartitionLog {
             segment.delete()?;
         }
         sync_dir(&self.dir)?;
+        self.count_segments();
         self.segments
             .insert(offset, Segment::create(&self.dir, offset)?);
+        self.count_segments();
         sync_dir(&self.dir)?;
         self.epochs.clear()?;
         crate::producer::remove_snapshots_after(&self.dir, -1)?;

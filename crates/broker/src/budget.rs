@@ -3,14 +3,35 @@
 //! (an answer handed to a reader that does not read stays in the HTTP/2 send buffer, and is
 //! still counted). Streams whose readers never read therefore cost the node at most the
 //! budget, not their number times their answers.
+//!
+//! "Taken by the transport" is not "sent": tonic encodes an answer into a chunk that HTTP/2
+//! writes out frame by frame as the reader's window allows, and asks for the next answer while
+//! the last part of the chunk is still queued. Where [`HeldAnswers`] wraps the service, it
+//! hands each stream a [`Handoff`] in the request's extensions: the stream leaves every
+//! answer's shares there and the response body fastens them to the chunk that carries the
+//! answer, so they are given back when HTTP/2 has written (or dropped) its last byte. Without
+//! the wrapper an answer's shares are given back when the next one is asked for.
+//!
+//! A stream's next answer is read only once it has a slot in its queue ([`mpsc::Sender::reserve`]
+//! before the read): with a queue of one, a stream holds at most two answers, the one queued and
+//! the one the transport took last, never a third read and waiting for room.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures::Stream;
+use http_body::{Body, Frame};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tonic::body::BoxBody;
+use tonic::codegen::http::{Request, Response};
+use tonic::codegen::Service;
+use tonic::server::NamedService;
 use tonic::Status;
+use weir_common::sync::MutexExt;
 
 /// An answer and its shares of the budgets it counts against (none for an empty answer).
 pub type Item<T> = (Result<T, Status>, Held);
@@ -27,25 +48,33 @@ impl Held {
     }
 }
 
+/// An answer that holds nothing of the budgets (an error, an empty answer).
+pub fn unheld<T>(answer: T) -> Item<T> {
+    (Ok(answer), Held::default())
+}
+
 /// Sends an answer that holds nothing of the budgets (an error, an empty answer); a stream
 /// whose reader went away is not an error here (the sender ends at its next send).
 pub async fn send_unheld<T>(tx: &mpsc::Sender<Item<T>>, answer: T) {
-    let _ = tx.send((Ok(answer), Held::default())).await;
+    let _ = tx.send(unheld(answer)).await;
 }
 
-/// The answers of one stream, each holding its share of the budget until the transport asks
-/// for the next one.
+/// The answers of one stream, each holding its share of the budget until it is written out
+/// (with a [`Handoff`]) or until the transport asks for the next one (without).
 pub struct Budgeted<T> {
     rx: mpsc::Receiver<Item<T>>,
     held: Held,
+    handoff: Option<Handoff>,
 }
 
 impl<T> Budgeted<T> {
-    /// The stream of what `rx` receives.
-    pub fn new(rx: mpsc::Receiver<Item<T>>) -> Self {
+    /// The stream of what `rx` receives, leaving each answer's shares in `handoff` when there
+    /// is one (see [`HeldAnswers`]).
+    pub fn new(rx: mpsc::Receiver<Item<T>>, handoff: Option<Handoff>) -> Self {
         Self {
             rx,
             held: Held::default(),
+            handoff,
         }
     }
 }
@@ -58,7 +87,10 @@ impl<T> Stream for Budgeted<T> {
         self.held = Held::default();
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some((answer, held))) => {
-                self.held = held;
+                match &self.handoff {
+                    Some(handoff) => handoff.leave(held),
+                    None => self.held = held,
+                }
                 Poll::Ready(Some(answer))
             }
             Poll::Ready(None) => Poll::Ready(None),
@@ -85,4 +117,135 @@ pub async fn room(
 /// Keeps of `room` what an answer of `len` bytes holds and gives the rest back at once.
 pub fn keep(mut room: OwnedSemaphorePermit, len: usize) -> OwnedSemaphorePermit {
     room.split(len).unwrap_or(room)
+}
+
+/// Where one stream's answers leave their budget shares for the response body to fasten to the
+/// chunks that carry them ([`HeldAnswers`]).
+#[derive(Debug, Clone, Default)]
+pub struct Handoff(Arc<std::sync::Mutex<Vec<Held>>>);
+
+impl Handoff {
+    /// Leaves an answer's shares (none for an empty answer: nothing is kept).
+    fn leave(&self, held: Held) {
+        if !held.0.is_empty() {
+            self.0.locked().push(held);
+        }
+    }
+
+    /// Everything left since the last take.
+    fn take(&self) -> Vec<Held> {
+        std::mem::take(&mut *self.0.locked())
+    }
+}
+
+/// The methods whose answers come from a budget: the others pass through [`HeldAnswers`]
+/// untouched.
+const HELD_ANSWERS: &[&str] = &[
+    "/weir.broker.v1.Broker/Fetch",
+    "/weir.broker.v1.Replication/ReplicaFetch",
+];
+
+/// A gRPC service whose streaming answers keep their budget shares until HTTP/2 has written
+/// them: each request gets a [`Handoff`] in its extensions (the streams that find one use it,
+/// see [`Budgeted::new`]), and the response body fastens what was left there to each data
+/// chunk it yields.
+#[derive(Debug, Clone)]
+pub struct HeldAnswers<S> {
+    inner: S,
+}
+
+impl<S> HeldAnswers<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S> Service<Request<BoxBody>> for HeldAnswers<S>
+where
+    S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<BoxBody>;
+    type Error = Infallible;
+    type Future = futures::future::Either<
+        S::Future,
+        Pin<Box<dyn Future<Output = Result<Response<BoxBody>, Infallible>> + Send>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<BoxBody>) -> Self::Future {
+        if !HELD_ANSWERS.contains(&req.uri().path()) {
+            return futures::future::Either::Left(self.inner.call(req));
+        }
+        let handoff = Handoff::default();
+        req.extensions_mut().insert(handoff.clone());
+        let answer = self.inner.call(req);
+        futures::future::Either::Right(Box::pin(async move {
+            let response = answer.await?;
+            Ok(response.map(|inner| tonic::body::boxed(HeldBody { inner, handoff })))
+        }))
+    }
+}
+
+impl<S: NamedService> NamedService for HeldAnswers<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+/// A response body whose data chunks carry the budget shares of the answers in them.
+struct HeldBody {
+    inner: BoxBody,
+    handoff: Handoff,
+}
+
+/// A chunk and the shares of the answers it carries, given back when HTTP/2 drops the chunk's
+/// last piece.
+struct Carried {
+    chunk: Bytes,
+    _held: Vec<Held>,
+}
+
+impl AsRef<[u8]> for Carried {
+    fn as_ref(&self) -> &[u8] {
+        &self.chunk
+    }
+}
+
+impl Body for HeldBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending() {
+            return polled;
+        }
+        // Every answer left so far is in this chunk (tonic yields a chunk once it has encoded
+        // an answer), or went with an earlier one.
+        let held = self.handoff.take();
+        match polled {
+            Poll::Ready(Some(Ok(frame))) if !held.is_empty() => match frame.into_data() {
+                Ok(chunk) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_owner(Carried {
+                    chunk,
+                    _held: held,
+                }))))),
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

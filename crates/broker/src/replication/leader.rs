@@ -126,13 +126,19 @@ async fn replica_session(
                 return;
             }
         }
+        // This answer's slot before it is read: the last one has been taken (the follower
+        // asks again only once it has it, so this is at once). The fetch is recorded first,
+        // so the high watermark never waits on the transport.
+        let Ok(slot) = tx.reserve().await else {
+            return;
+        };
         let offset = request.fetch_offset;
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(u64::from(request.max_wait_ms.clamp(1, 5000)));
         loop {
             let view = *views.borrow_and_update();
             if let Err(e) = part.check_fetch(&view, offset) {
-                budget::send_unheld(&tx, replica_error(&e, view.log_start)).await;
+                slot.send(budget::unheld(replica_error(&e, view.log_start)));
                 return;
             }
             if view.log_end > offset {
@@ -162,7 +168,7 @@ async fn replica_session(
                     (view, b, held)
                 }
                 Err(e) => {
-                    budget::send_unheld(&tx, replica_error(&e, view.log_start)).await;
+                    slot.send(budget::unheld(replica_error(&e, view.log_start)));
                     return;
                 }
             }
@@ -176,9 +182,7 @@ async fn replica_session(
             high_watermark: view.high_watermark,
             log_start_offset: view.log_start,
         };
-        if tx.send((Ok(response), held)).await.is_err() {
-            return;
-        }
+        slot.send((Ok(response), held));
         request = match inbound.message().await {
             Ok(Some(next)) => next,
             _ => return,
@@ -194,8 +198,9 @@ impl pb::replication_server::Replication for BrokerService {
         &self,
         req: Request<Streaming<pb::ReplicaFetchRequest>>,
     ) -> Result<Response<Self::ReplicaFetchStream>, Status> {
-        // One answer queued: with the one the transport holds and one waiting to be queued,
-        // at most three per stream, each counted in the replication budgets.
+        // One answer queued: with the one the transport holds, at most two per stream (the
+        // next is read only once it has the slot), each counted in the replication budgets.
+        let handoff = req.extensions().get::<budget::Handoff>().cloned();
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(replica_session(
             Arc::clone(self.manager()),
@@ -203,7 +208,7 @@ impl pb::replication_server::Replication for BrokerService {
             tx,
             Arc::clone(self.replication_budgets()),
         ));
-        Ok(Response::new(Box::pin(budget::Budgeted::new(rx))))
+        Ok(Response::new(Box::pin(budget::Budgeted::new(rx, handoff))))
     }
 
     async fn offset_for_leader_epoch(

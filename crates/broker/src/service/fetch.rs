@@ -59,6 +59,10 @@ async fn fetch_loop(
     let mut offset = req.offset;
     let mut views = part.subscribe();
     loop {
+        // This answer's slot first: it is read only once the last one was taken.
+        let Ok(slot) = tx.reserve().await else {
+            return; // the consumer went away
+        };
         let deadline = tokio::time::Instant::now() + max_wait;
         // Wait for committed data past `offset` (and min_bytes of it), up to max_wait. An
         // answer too small to send is dropped while waiting (it would otherwise sit outside
@@ -67,7 +71,7 @@ async fn fetch_loop(
         let (bytes, held) = loop {
             let view = *views.borrow_and_update();
             if let Err(e) = part.check_fetch(&view, offset) {
-                budget::send_unheld(&tx, e.answer()).await;
+                slot.send(budget::unheld(e.answer()));
                 return;
             }
             if view.high_watermark > offset {
@@ -78,7 +82,7 @@ async fn fetch_loop(
                 let bytes = match part.read(offset, max_bytes, view.high_watermark) {
                     Ok(bytes) => bytes,
                     Err(e) => {
-                        budget::send_unheld(&tx, e.answer()).await;
+                        slot.send(budget::unheld(e.answer()));
                         return;
                     }
                 };
@@ -118,7 +122,7 @@ async fn fetch_loop(
                     ),
                     Err(e) => {
                         let e = BrokerError::CorruptMessage(e.to_string());
-                        budget::send_unheld(&tx, e.answer()).await;
+                        slot.send(budget::unheld(e.answer()));
                         return;
                     }
                 }
@@ -126,17 +130,20 @@ async fn fetch_loop(
         } else {
             response.batches = bytes;
         }
-        if tx.send((Ok(response), held)).await.is_err() {
-            return; // the consumer went away
-        }
+        slot.send((Ok(response), held));
         offset = next;
     }
 }
 
 impl BrokerService {
     /// The answers to one fetch request: an error answer at once when this broker does not
-    /// lead the partition, otherwise a stream fed by [`fetch_loop`].
-    pub(super) async fn fetch_answers(&self, req: pb::FetchRequest) -> FetchStream {
+    /// lead the partition, otherwise a stream fed by [`fetch_loop`]; their budget shares go
+    /// through `handoff` when the service is wrapped in [`budget::HeldAnswers`].
+    pub(super) async fn fetch_answers(
+        &self,
+        req: pb::FetchRequest,
+        handoff: Option<budget::Handoff>,
+    ) -> FetchStream {
         let (tx, rx) = mpsc::channel(1);
         match self.leader(&req.topic, req.partition) {
             Ok(part) => {
@@ -146,6 +153,6 @@ impl BrokerService {
                 budget::send_unheld(&tx, e.answer()).await;
             }
         }
-        Box::pin(budget::Budgeted::new(rx))
+        Box::pin(budget::Budgeted::new(rx, handoff))
     }
 }

@@ -50,7 +50,13 @@ pub const MAX_METADATA_TOPICS: usize = 10_000;
 /// A fetch waits for room before it reads, so streams whose readers never read cost the node at
 /// most this (they slow every consumer down meanwhile, as Kafka's `queued.max.request.bytes`
 /// does), not their number times their answers (200 such streams took a node to 3.2 GB).
-pub const FETCH_MEMORY_BYTES: usize = 256 * 1024 * 1024;
+///
+/// 32 MiB: four of the largest answers ([`MAX_FETCH_BYTES`]) at once, or 32 of a consumer's
+/// default 1 MiB. An answer is held only until its reader has taken it off the transport
+/// (milliseconds for a reading consumer), and one stream holds at most two, so a reading
+/// consumer is not held up by it; what it bounds is what readers that stop reading can pin
+/// (with 256 MiB, 200 of them took a node from 47 to 400 MB; with 64 MiB, to 153-162 MB).
+pub const FETCH_MEMORY_BYTES: usize = 32 * 1024 * 1024;
 /// Bytes of replica fetch answers a leader holds at once (read and not yet taken by the
 /// transport), as [`FETCH_MEMORY_BYTES`] is for consumers but a budget of its own: consumers
 /// cannot starve replication, and streams posing as followers that never read cost the node
@@ -103,22 +109,30 @@ impl BrokerService {
     }
 
     /// The client API server (requests of all methods but the produce ones capped at
-    /// [`crate::limits::SMALL_REQUEST_BYTES`]).
+    /// [`crate::limits::SMALL_REQUEST_BYTES`]; fetch answers counted until written, see
+    /// [`crate::budget::HeldAnswers`]).
     pub fn broker_server(
         &self,
-    ) -> crate::limits::SmallRequests<pb::broker_server::BrokerServer<Self>> {
-        crate::limits::SmallRequests::new(
+    ) -> crate::limits::SmallRequests<
+        crate::budget::HeldAnswers<pb::broker_server::BrokerServer<Self>>,
+    > {
+        crate::limits::SmallRequests::new(crate::budget::HeldAnswers::new(
             pb::broker_server::BrokerServer::new(self.clone())
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
                 .max_encoding_message_size(MAX_FETCH_BYTES + 1024 * 1024),
-        )
+        ))
     }
 
-    /// The replication API server.
-    pub fn replication_server(&self) -> pb::replication_server::ReplicationServer<Self> {
-        pb::replication_server::ReplicationServer::new(self.clone())
-            .max_decoding_message_size(MAX_REQUEST_BYTES)
-            .max_encoding_message_size(64 * 1024 * 1024)
+    /// The replication API server (replica answers counted until written, see
+    /// [`crate::budget::HeldAnswers`]).
+    pub fn replication_server(
+        &self,
+    ) -> crate::budget::HeldAnswers<pb::replication_server::ReplicationServer<Self>> {
+        crate::budget::HeldAnswers::new(
+            pb::replication_server::ReplicationServer::new(self.clone())
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(64 * 1024 * 1024),
+        )
     }
 
     /// The partition if this broker holds it; UNKNOWN_TOPIC_OR_PARTITION, or
@@ -206,7 +220,10 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<pb::FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
-        Ok(Response::new(self.fetch_answers(req.into_inner()).await))
+        let handoff = req.extensions().get::<crate::budget::Handoff>().cloned();
+        Ok(Response::new(
+            self.fetch_answers(req.into_inner(), handoff).await,
+        ))
     }
 
     async fn list_offsets(

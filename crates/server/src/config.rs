@@ -342,6 +342,18 @@ impl Args {
     }
 }
 
+/// Half this process's open-file limit (the soft one, which `weir-server` raises to the hard
+/// one before it reads its settings), at least 1,000: the rest is for connections and the
+/// metadata store. Unbounded if the limit cannot be read or is infinite.
+fn default_max_segments_per_node() -> usize {
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, _)) if soft != rlimit::INFINITY => {
+            usize::try_from(soft / 2).unwrap_or(usize::MAX).max(1_000)
+        }
+        _ => usize::MAX,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,17 +413,5 @@ mod tests {
             let err = args(&argv).unwrap_err().to_string();
             assert!(err.contains(needle), "{argv:?}: {err}");
         }
-    }
-}
-
-/// Half this process's open-file limit (the soft one, which `weir-server` raises to the hard
-/// one before it reads its settings), at least 1,000: the rest is for connections and the
-/// metadata store. Unbounded if the limit cannot be read or is infinite.
-fn default_max_segments_per_node() -> usize {
-    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
-        Ok((soft, _)) if soft != rlimit::INFINITY => {
-            usize::try_from(soft / 2).unwrap_or(usize::MAX).max(1_000)
-        }
-        _ => usize::MAX,
     }
 }

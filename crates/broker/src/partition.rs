@@ -126,6 +126,9 @@ struct State {
     high_watermark: i64,
     /// The topic's `min.insync.replicas`: acks=all needs at least this many in the ISR.
     min_insync: usize,
+    /// The log's `compression.type` settings, mirrored here (as `min_insync` is) so a
+    /// produce recompresses without taking the log's lock.
+    recompression: weir_storage::Recompression,
 }
 
 /// A requested ISR change for the controller.
@@ -230,6 +233,7 @@ impl Partition {
         broker_id: NodeId,
         config: LogConfig,
     ) -> Result<Self, BrokerError> {
+        let recompression = config.recompression();
         let log = PartitionLog::open(dir, config)?;
         // The checkpointed HW, within what recovery kept: a restarted leader does not start
         // from the log start (consumers would see nothing until every follower fetched).
@@ -255,6 +259,7 @@ impl Partition {
                 },
                 high_watermark: view.high_watermark,
                 min_insync: 1,
+                recompression,
             }),
             checkpointed_hw: Mutex::new((high_watermark, Instant::now())),
             log: RwLock::new(log),
@@ -442,7 +447,7 @@ impl Partition {
     ) -> Result<(AppendInfo, i32), BrokerError> {
         // The role checked here is the role the batch is written in.
         let _role = self.role.read_locked();
-        let epoch = {
+        let (epoch, recompression) = {
             let state = self.state.locked();
             let Role::Leader(l) = &state.role else {
                 return Err(BrokerError::not_leader(&self.topic, self.index, None));
@@ -455,18 +460,10 @@ impl Partition {
                     min_insync: state.min_insync,
                 });
             }
-            l.epoch
+            (l.epoch, state.recompression)
         };
         // Recompression (compression.type) is pure work: done before the log's lock is taken.
-        let config = {
-            let log = self.log.read_locked();
-            (log.config().compression != weir_common::topic_config::CompressionType::Producer)
-                .then(|| log.config().clone())
-        };
-        let batch = match config {
-            Some(config) => weir_storage::log::recompressed(&config, batch)?,
-            None => batch,
-        };
+        let batch = weir_storage::log::recompressed(&recompression, batch)?;
         let info = self.append_with(|log| log.append_as_leader(batch, epoch))?;
         let mut state = self.state.locked();
         self.publish(&mut state);
@@ -774,13 +771,16 @@ impl Partition {
 
     /// Applies a topic config change to the log.
     pub fn set_config(&self, config: LogConfig, min_insync: usize) {
+        let recompression = config.recompression();
         {
             let mut log = self.log.write_locked();
             if log.config() != &config {
                 log.set_config(config);
             }
         }
-        self.state.locked().min_insync = min_insync.max(1);
+        let mut state = self.state.locked();
+        state.min_insync = min_insync.max(1);
+        state.recompression = recompression;
     }
 
     /// Periodic upkeep: flush by `flush.ms`, expiry of idle producer ids, retention,

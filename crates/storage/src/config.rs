@@ -127,22 +127,16 @@ impl LogConfig {
         self.max_message_bytes.saturating_mul(8)
     }
 
-    /// The codec and level a batch in codec `sent` is recompressed to under
-    /// `compression.type`, if any.
-    pub fn recompression(
-        &self,
-        sent: crate::Compression,
-    ) -> Option<(crate::Compression, Option<i32>)> {
-        use crate::Compression as C;
-        let (wanted, level) = match self.compression {
-            CompressionType::Producer => return None,
-            CompressionType::Uncompressed => (C::None, None),
-            CompressionType::Gzip => (C::Gzip, self.gzip_level),
-            CompressionType::Snappy => (C::Snappy, None),
-            CompressionType::Lz4 => (C::Lz4, None),
-            CompressionType::Zstd => (C::Zstd, Some(self.zstd_level)),
-        };
-        (wanted != sent).then_some((wanted, level))
+    /// What `compression.type` asks of produced batches: the few settings recompression
+    /// needs, `Copy`, so a broker keeps them beside its partition's state and recompresses
+    /// without the log.
+    pub fn recompression(&self) -> Recompression {
+        Recompression {
+            compression: self.compression,
+            gzip_level: self.gzip_level,
+            zstd_level: self.zstd_level,
+            max_decompressed: self.max_decompressed(),
+        }
     }
 
     /// Applies one Kafka-style topic config (parsed and validated by
@@ -285,3 +279,37 @@ impl PartialEq for NodeSegments {
 }
 
 impl Eq for NodeSegments {}
+
+/// The settings of `compression.type` recompression ([`LogConfig::recompression`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recompression {
+    /// `compression.type`.
+    pub compression: CompressionType,
+    /// `compression.gzip.level` (`None`: the codec's default).
+    pub gzip_level: Option<i32>,
+    /// `compression.zstd.level`.
+    pub zstd_level: i32,
+    /// The most a batch may decompress to ([`LogConfig::max_decompressed`]).
+    pub max_decompressed: usize,
+}
+
+impl Recompression {
+    /// Whether batches are kept in the codec they came in (`compression.type=producer`).
+    pub fn keeps_producers_codec(&self) -> bool {
+        self.compression == CompressionType::Producer
+    }
+
+    /// The codec and level a batch sent in codec `sent` is recompressed to, if any.
+    pub fn target(&self, sent: crate::Compression) -> Option<(crate::Compression, Option<i32>)> {
+        use crate::Compression as C;
+        let (wanted, level) = match self.compression {
+            CompressionType::Producer => return None,
+            CompressionType::Uncompressed => (C::None, None),
+            CompressionType::Gzip => (C::Gzip, self.gzip_level),
+            CompressionType::Snappy => (C::Snappy, None),
+            CompressionType::Lz4 => (C::Lz4, None),
+            CompressionType::Zstd => (C::Zstd, Some(self.zstd_level)),
+        };
+        (wanted != sent).then_some((wanted, level))
+    }
+}

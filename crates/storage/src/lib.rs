@@ -39,7 +39,7 @@ pub use batch::{
     BatchBuilder, BatchError, BatchHeader, Header, Record, RecordBatch, TimestampType,
 };
 pub use compression::Compression;
-pub use config::{ConfigError, FlushPolicy, LogConfig, NodeSegments};
+pub use config::{ConfigError, FlushPolicy, LogConfig, NodeSegments, Recompression};
 pub use error::{LogError, Result};
 pub use log::{AppendInfo, Checkpoint, PartitionLog, PendingFlush, RetentionOutcome};
 pub use preallocate::Preallocation;

@@ -9,10 +9,9 @@ use bytes::Bytes;
 use weir_common::now_ms;
 
 use crate::batch::{self, BatchError, BatchHeader, TimestampType};
-use crate::config::LogConfig;
+use crate::config::Recompression;
 use crate::error::{LogError, Result};
 use crate::producer::Check;
-use weir_common::topic_config::CompressionType;
 
 use super::PartitionLog;
 
@@ -144,11 +143,13 @@ impl PartitionLog {
                 duplicate: true,
             });
         }
-        if self.config.recompression(header.compression()?).is_some() {
+        let recompression = self.config.recompression();
+        if let Some((codec, level)) = recompression.target(header.compression()?) {
             // The broker recompresses outside the log's lock first ([`recompressed`]); this
-            // catches a batch that came another way, or a config changed in between.
-            batch = recompressed(&self.config, batch)?;
-            header = batch::validate(&batch, usize::MAX)?;
+            // catches a batch that came another way, or a config changed in between. The
+            // batch built here is whole: its header is read, not validated again.
+            batch = batch::recompress(&batch, codec, level, recompression.max_decompressed)?;
+            header = BatchHeader::parse(&batch)?;
             if batch.len() > self.config.max_message_bytes {
                 return Err(LogError::RecordTooLarge {
                     size: batch.len(),
@@ -288,20 +289,20 @@ impl PartitionLog {
 /// codec than the batch's (decompressing at most [`LogConfig::max_decompressed`]), else as it
 /// is. Pure work, no log needed: the broker runs it before taking the log's lock, so a slow
 /// codec level does not stall the partition's readers and writers.
-pub fn recompressed(config: &LogConfig, batch: Bytes) -> Result<Bytes> {
-    if config.compression == CompressionType::Producer {
+pub fn recompressed(recompression: &Recompression, batch: Bytes) -> Result<Bytes> {
+    if recompression.keeps_producers_codec() {
         return Ok(batch);
     }
     // The header alone says the codec; `recompress` validates the whole batch as it decodes
     // it, and a batch kept as it is gets validated by the append.
     let header = BatchHeader::parse(&batch)?;
-    match config.recompression(header.compression()?) {
+    match recompression.target(header.compression()?) {
         None => Ok(batch),
         Some((codec, level)) => Ok(batch::recompress(
             &batch,
             codec,
             level,
-            config.max_decompressed(),
+            recompression.max_decompressed,
         )?),
     }
 }

@@ -395,14 +395,22 @@ pub fn list_snapshots(dir: &Path) -> Result<Vec<i64>> {
 
 /// Writes `state` as the snapshot at its end offset (durably), then deletes all but the
 /// newest [`SNAPSHOTS_KEPT`].
-pub fn write_snapshot(dir: &Path, state: &ProducerStates) -> Result<()> {
-    write_atomic(dir, &snapshot_name(state.end_offset), &state.encode())?;
+pub fn write_snapshot(dir: &Path, state: &ProducerStates, durable: bool) -> Result<()> {
+    let name = snapshot_name(state.end_offset);
+    if durable {
+        write_atomic(dir, &name, &state.encode())?;
+    } else {
+        let path = dir.join(&name);
+        std::fs::write(&path, state.encode()).ctx("write producer snapshot", &path)?;
+    }
     let offsets = list_snapshots(dir)?;
     if offsets.len() > SNAPSHOTS_KEPT {
         for &offset in &offsets[..offsets.len() - SNAPSHOTS_KEPT] {
             remove_snapshot(dir, offset)?;
         }
-        sync_dir(dir)?;
+        if durable {
+            sync_dir(dir)?;
+        }
     }
     Ok(())
 }
@@ -601,7 +609,7 @@ mod tests {
             apply(&mut s, &header(i, 0, 0, i, 1));
         }
         apply(&mut s, &header(0, 0, 1, 3, 4));
-        write_snapshot(dir.path(), &s).unwrap();
+        write_snapshot(dir.path(), &s, true).unwrap();
         assert_eq!(
             load_latest_snapshot(dir.path(), 100).unwrap(),
             Some(s.clone())
@@ -635,7 +643,7 @@ mod tests {
     fn only_the_newest_snapshots_are_kept() {
         let dir = tempfile::tempdir().unwrap();
         for end in [10, 20, 30, 40, 50] {
-            write_snapshot(dir.path(), &ProducerStates::empty_at(end)).unwrap();
+            write_snapshot(dir.path(), &ProducerStates::empty_at(end), true).unwrap();
         }
         assert_eq!(list_snapshots(dir.path()).unwrap(), vec![30, 40, 50]);
         remove_snapshots_after(dir.path(), 35).unwrap();

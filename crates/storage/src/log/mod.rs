@@ -331,7 +331,7 @@ impl PartitionLog {
             }
             self.recovery_point = self.log_end_offset();
             self.checkpoint()?;
-            self.snapshot_producers()?;
+            self.snapshot_producers(true)?;
             // The marker needs no fsync of its own: everything it vouches for is durable
             // already, so if it is lost the next open merely scans.
             let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);

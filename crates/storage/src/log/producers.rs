@@ -36,9 +36,13 @@ impl PartitionLog {
         Ok(state)
     }
 
-    /// Writes the producers' state as the snapshot at the log end (durably).
-    pub(super) fn snapshot_producers(&self) -> Result<()> {
-        producer::write_snapshot(&self.dir, &self.producers)
+    /// Writes the producers' state as the snapshot at the log end: fsynced when `durable`
+    /// (at close), else left to the page cache (at a roll, under the log's lock, where an
+    /// fsync would stall every append). A snapshot a crash cut short fails its CRC and one at
+    /// offsets the crash lost is deleted at open ([`Self::load_producers`]): either costs a
+    /// longer replay of batch headers, never a wrong state.
+    pub(super) fn snapshot_producers(&self, durable: bool) -> Result<()> {
+        producer::write_snapshot(&self.dir, &self.producers, durable)
     }
 
     /// The producers' state (for the broker's InitProducerId and for tests).

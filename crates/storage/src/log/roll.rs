@@ -34,18 +34,15 @@ impl PartitionLog {
         let node_capped = config.node_segments.full();
         if (full || old) && (capped || node_capped) && !offsets {
             if !self.roll_capped {
-                if capped {
-                    tracing::warn!(dir = %self.dir.display(), segments = self.segments.len(),
-                        "the partition holds the most segments allowed: the active segment \
-                         grows past segment.bytes and segment.ms until retention deletes old \
-                         ones");
+                let cap = if capped {
+                    "the partition's (--max-segments-per-partition)"
                 } else {
-                    tracing::warn!(dir = %self.dir.display(),
-                        node_segments = config.node_segments.open(),
-                        "the node holds the most segments allowed (--max-segments-per-node): \
-                         the active segment grows past segment.bytes and segment.ms until \
-                         retention deletes old ones");
-                }
+                    "the node's (--max-segments-per-node)"
+                };
+                tracing::warn!(dir = %self.dir.display(), segments = self.segments.len(),
+                    node_segments = config.node_segments.open(), cap,
+                    "the most segments allowed are open: the active segment grows past \
+                     segment.bytes and segment.ms until retention deletes old ones");
                 self.roll_capped = true;
             }
             return Ok(());
@@ -76,7 +73,7 @@ impl PartitionLog {
         self.active_mut().seal()?;
         // The producers' state as of the new segment's base: recovery and truncation replay
         // from here instead of from the log start.
-        self.snapshot_producers()?;
+        self.snapshot_producers(false)?;
         let segment = Segment::create(&self.dir, next)?;
         self.segments.insert(next, segment);
         self.count_segments();

@@ -6,8 +6,8 @@
 //!
 //! "Taken by the transport" is not "sent": tonic encodes an answer into a chunk that HTTP/2
 //! writes out frame by frame as the reader's window allows, and asks for the next answer while
-//! the last part of the chunk is still queued. Where [`HeldAnswers`] wraps the service, it
-//! hands each stream a [`Handoff`] in the request's extensions: the stream leaves every
+//! the last part of the chunk is still queued. Where [`crate::limits::Limited`] wraps the
+//! service, it hands each stream a [`Handoff`] in the request's extensions: the stream leaves every
 //! answer's shares there and the response body fastens them to the chunk that carries the
 //! answer, so they are given back when HTTP/2 has written (or dropped) its last byte. Without
 //! the wrapper an answer's shares are given back when the next one is asked for.
@@ -16,8 +16,6 @@
 //! before the read): with a queue of one, a stream holds at most two answers, the one queued and
 //! the one the transport took last, never a third read and waiting for room.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,9 +25,6 @@ use futures::Stream;
 use http_body::{Body, Frame};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tonic::body::BoxBody;
-use tonic::codegen::http::{Request, Response};
-use tonic::codegen::Service;
-use tonic::server::NamedService;
 use tonic::Status;
 use weir_common::sync::MutexExt;
 
@@ -63,19 +58,26 @@ pub async fn send_unheld<T>(tx: &mpsc::Sender<Item<T>>, answer: T) {
 /// (with a [`Handoff`]) or until the transport asks for the next one (without).
 pub struct Budgeted<T> {
     rx: mpsc::Receiver<Item<T>>,
-    held: Held,
-    handoff: Option<Handoff>,
+    release: Release,
+}
+
+/// When a [`Budgeted`] stream's answers give their shares back.
+enum Release {
+    /// Once written: left for the response body ([`crate::limits::Limited`]).
+    Written(Handoff),
+    /// When the next answer is asked for (the service is not wrapped): the last answer's.
+    NextAsked(Held),
 }
 
 impl<T> Budgeted<T> {
     /// The stream of what `rx` receives, leaving each answer's shares in `handoff` when there
-    /// is one (see [`HeldAnswers`]).
+    /// is one (the request's, from [`crate::limits::Limited`]).
     pub fn new(rx: mpsc::Receiver<Item<T>>, handoff: Option<Handoff>) -> Self {
-        Self {
-            rx,
-            held: Held::default(),
-            handoff,
-        }
+        let release = match handoff {
+            Some(h) => Release::Written(h),
+            None => Release::NextAsked(Held::default()),
+        };
+        Self { rx, release }
     }
 }
 
@@ -84,12 +86,14 @@ impl<T> Stream for Budgeted<T> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         // Asked for the next answer: the transport has taken the last one.
-        self.held = Held::default();
+        if let Release::NextAsked(last) = &mut self.release {
+            *last = Held::default();
+        }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some((answer, held))) => {
-                match &self.handoff {
-                    Some(handoff) => handoff.leave(held),
-                    None => self.held = held,
+                match &mut self.release {
+                    Release::Written(handoff) => handoff.leave(held),
+                    Release::NextAsked(last) => *last = held,
                 }
                 Poll::Ready(Some(answer))
             }
@@ -120,7 +124,7 @@ pub fn keep(mut room: OwnedSemaphorePermit, len: usize) -> OwnedSemaphorePermit 
 }
 
 /// Where one stream's answers leave their budget shares for the response body to fasten to the
-/// chunks that carry them ([`HeldAnswers`]).
+/// chunks that carry them ([`carrying`]).
 #[derive(Debug, Clone, Default)]
 pub struct Handoff(Arc<std::sync::Mutex<Vec<Held>>>);
 
@@ -138,61 +142,10 @@ impl Handoff {
     }
 }
 
-/// The methods whose answers come from a budget: the others pass through [`HeldAnswers`]
-/// untouched.
-const HELD_ANSWERS: &[&str] = &[
-    "/weir.broker.v1.Broker/Fetch",
-    "/weir.broker.v1.Replication/ReplicaFetch",
-];
-
-/// A gRPC service whose streaming answers keep their budget shares until HTTP/2 has written
-/// them: each request gets a [`Handoff`] in its extensions (the streams that find one use it,
-/// see [`Budgeted::new`]), and the response body fastens what was left there to each data
-/// chunk it yields.
-#[derive(Debug, Clone)]
-pub struct HeldAnswers<S> {
-    inner: S,
-}
-
-impl<S> HeldAnswers<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Self { inner }
-    }
-}
-
-impl<S> Service<Request<BoxBody>> for HeldAnswers<S>
-where
-    S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<BoxBody>;
-    type Error = Infallible;
-    type Future = futures::future::Either<
-        S::Future,
-        Pin<Box<dyn Future<Output = Result<Response<BoxBody>, Infallible>> + Send>>,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<BoxBody>) -> Self::Future {
-        if !HELD_ANSWERS.contains(&req.uri().path()) {
-            return futures::future::Either::Left(self.inner.call(req));
-        }
-        let handoff = Handoff::default();
-        req.extensions_mut().insert(handoff.clone());
-        let answer = self.inner.call(req);
-        futures::future::Either::Right(Box::pin(async move {
-            let response = answer.await?;
-            Ok(response.map(|inner| tonic::body::boxed(HeldBody { inner, handoff })))
-        }))
-    }
-}
-
-impl<S: NamedService> NamedService for HeldAnswers<S> {
-    const NAME: &'static str = S::NAME;
+/// Response bodies of [`crate::limits::Limited`]'s budgeted methods: `inner` with the shares
+/// left in `handoff` fastened to each data chunk it yields.
+pub(crate) fn carrying(inner: BoxBody, handoff: Handoff) -> BoxBody {
+    tonic::body::boxed(HeldBody { inner, handoff })
 }
 
 /// A response body whose data chunks carry the budget shares of the answers in them.

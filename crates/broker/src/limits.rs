@@ -4,11 +4,17 @@
 //! service must accept produce requests of up to [`crate::service::MAX_REQUEST_BYTES`]. Every
 //! other unary or server-streaming method of the client API takes a small request, and a large
 //! one only costs memory: a Metadata request of 8,000,000 empty topic names decodes into a
-//! `Vec<String>` of about 200 MB before the handler runs. [`SmallRequests`] caps the request
+//! `Vec<String>` of about 200 MB before the handler runs. [`Limited`] caps the request
 //! body of those methods at [`SMALL_REQUEST_BYTES`]; past it, reading the body fails and the
 //! call ends with an error status before the message is decoded.
+//!
+//! The same wrapper, [`Limited`], hands each budgeted answer stream (Fetch, ReplicaFetch) a
+//! [`Handoff`] and carries its answers' budget shares on the chunks that hold them until HTTP/2
+//! has written them ([`crate::budget`]).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tonic::body::BoxBody;
@@ -16,11 +22,14 @@ use tonic::codegen::http::{Request, Response};
 use tonic::codegen::Service;
 use tonic::server::NamedService;
 
-/// Largest request body of the methods [`SmallRequests`] covers.
+use crate::budget::{self, Handoff};
+
+/// Largest request body of the methods [`Limited`] covers.
 pub const SMALL_REQUEST_BYTES: usize = 1 << 20;
 
-/// The methods of `weir.broker.v1.Broker` whose requests are small: all but Produce and
-/// ProduceStream (a stream's body is every message it carries, so a stream is never capped).
+/// The methods whose requests are small: all of `weir.broker.v1.Broker` but Produce and
+/// ProduceStream (a stream's body is every message it carries, so a stream is never capped),
+/// and Replication's OffsetForLeaderEpoch.
 const SMALL: &[&str] = &[
     "/weir.broker.v1.Broker/Metadata",
     "/weir.broker.v1.Broker/Fetch",
@@ -31,45 +40,68 @@ const SMALL: &[&str] = &[
     "/weir.broker.v1.Broker/DescribeCluster",
     "/weir.broker.v1.Broker/DescribeTopics",
     "/weir.broker.v1.Broker/PartitionOffsets",
+    "/weir.broker.v1.Broker/InitProducerId",
+    "/weir.broker.v1.Broker/UnregisterBroker",
+    "/weir.broker.v1.Replication/OffsetForLeaderEpoch",
 ];
 
-/// A gRPC service whose small-request methods' bodies are capped at [`SMALL_REQUEST_BYTES`].
+/// The methods whose answers come from a budget ([`crate::budget`]): their streams get a
+/// [`Handoff`].
+const BUDGETED: &[&str] = &[
+    "/weir.broker.v1.Broker/Fetch",
+    "/weir.broker.v1.Replication/ReplicaFetch",
+];
+
+/// A gRPC service with this module's per-method limits: small-request methods' bodies capped
+/// at [`SMALL_REQUEST_BYTES`], budgeted methods' answers holding their shares until written.
 #[derive(Debug, Clone)]
-pub struct SmallRequests<S> {
+pub struct Limited<S> {
     inner: S,
 }
 
-impl<S> SmallRequests<S> {
-    /// Caps `inner`'s small-request methods.
+impl<S> Limited<S> {
+    /// `inner` with the limits.
     pub fn new(inner: S) -> Self {
         Self { inner }
     }
 }
 
-impl<S> Service<Request<BoxBody>> for SmallRequests<S>
+impl<S> Service<Request<BoxBody>> for Limited<S>
 where
     S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = Infallible>,
+    S::Future: Send + 'static,
 {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
+    type Response = Response<BoxBody>;
+    type Error = Infallible;
+    type Future = futures::future::Either<
+        S::Future,
+        Pin<Box<dyn Future<Output = Result<Response<BoxBody>, Infallible>> + Send>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
-        let req = if SMALL.contains(&req.uri().path()) {
-            req.map(|body| {
+    fn call(&mut self, mut req: Request<BoxBody>) -> Self::Future {
+        let path = req.uri().path();
+        let budgeted = BUDGETED.contains(&path);
+        if SMALL.contains(&path) {
+            req = req.map(|body| {
                 tonic::body::boxed(http_body_util::Limited::new(body, SMALL_REQUEST_BYTES))
-            })
-        } else {
-            req
-        };
-        self.inner.call(req)
+            });
+        }
+        if !budgeted {
+            return futures::future::Either::Left(self.inner.call(req));
+        }
+        let handoff = Handoff::default();
+        req.extensions_mut().insert(handoff.clone());
+        let answer = self.inner.call(req);
+        futures::future::Either::Right(Box::pin(async move {
+            Ok(answer.await?.map(|body| budget::carrying(body, handoff)))
+        }))
     }
 }
 
-impl<S: NamedService> NamedService for SmallRequests<S> {
+impl<S: NamedService> NamedService for Limited<S> {
     const NAME: &'static str = S::NAME;
 }

@@ -138,7 +138,7 @@ async fn fetch_loop(
 impl BrokerService {
     /// The answers to one fetch request: an error answer at once when this broker does not
     /// lead the partition, otherwise a stream fed by [`fetch_loop`]; their budget shares go
-    /// through `handoff` when the service is wrapped in [`budget::HeldAnswers`].
+    /// through `handoff` when the service is wrapped in [`crate::limits::Limited`].
     pub(super) async fn fetch_answers(
         &self,
         req: pb::FetchRequest,

@@ -109,26 +109,22 @@ impl BrokerService {
     }
 
     /// The client API server (requests of all methods but the produce ones capped at
-    /// [`crate::limits::SMALL_REQUEST_BYTES`]; fetch answers counted until written, see
-    /// [`crate::budget::HeldAnswers`]).
-    pub fn broker_server(
-        &self,
-    ) -> crate::limits::SmallRequests<
-        crate::budget::HeldAnswers<pb::broker_server::BrokerServer<Self>>,
-    > {
-        crate::limits::SmallRequests::new(crate::budget::HeldAnswers::new(
+    /// [`crate::limits::SMALL_REQUEST_BYTES`], fetch answers counted until written: see
+    /// [`crate::limits::Limited`]).
+    pub fn broker_server(&self) -> crate::limits::Limited<pb::broker_server::BrokerServer<Self>> {
+        crate::limits::Limited::new(
             pb::broker_server::BrokerServer::new(self.clone())
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
                 .max_encoding_message_size(MAX_FETCH_BYTES + 1024 * 1024),
-        ))
+        )
     }
 
     /// The replication API server (replica answers counted until written, see
-    /// [`crate::budget::HeldAnswers`]).
+    /// [`crate::limits::Limited`]).
     pub fn replication_server(
         &self,
-    ) -> crate::budget::HeldAnswers<pb::replication_server::ReplicationServer<Self>> {
-        crate::budget::HeldAnswers::new(
+    ) -> crate::limits::Limited<pb::replication_server::ReplicationServer<Self>> {
+        crate::limits::Limited::new(
             pb::replication_server::ReplicationServer::new(self.clone())
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
                 .max_encoding_message_size(64 * 1024 * 1024),

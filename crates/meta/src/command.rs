@@ -186,7 +186,7 @@ pub enum MetaError {
         partition: u32,
     },
     /// An ISR change names a broker epoch that is not the broker's current registration.
-    #[error("broker {broker} fetched with broker epoch {given}, but its registration is epoch {current}: the change was computed from an earlier incarnation")]
+    #[error("broker {broker} asked with broker epoch {given}, but its registration is epoch {current}: the request came from an earlier incarnation")]
     StaleBrokerEpoch {
         /// The broker.
         broker: NodeId,
@@ -214,13 +214,6 @@ pub enum MetaError {
     /// The quorum failed to do what was asked (a Raft error).
     #[error("{0}")]
     Internal(String),
-    /// A registration with a new incarnation while the registered one is active and its
-    /// session alive (Kafka's DUPLICATE_BROKER_REGISTRATION).
-    #[error("broker {id} is registered with another incarnation whose session is alive; a restarted broker may register once that session ends (the session timeout)")]
-    DuplicateBrokerRegistration {
-        /// The broker id.
-        id: NodeId,
-    },
 }
 
 impl From<weir_common::topic_config::ConfigError> for MetaError {
@@ -252,7 +245,6 @@ impl MetaError {
             MetaError::NotController { .. } => C::NotController,
             MetaError::ElectionThrottled { .. } => C::ThrottlingQuotaExceeded,
             MetaError::Internal(_) => C::UnknownServerError,
-            MetaError::DuplicateBrokerRegistration { .. } => C::DuplicateBrokerRegistration,
         };
         code as i32
     }

@@ -221,14 +221,7 @@ impl MetadataState {
             } => {
                 let live = self.live_ids();
                 for (broker, given) in added {
-                    let current = self.brokers.get(broker).map_or(0, |b| b.epoch);
-                    if current != *given {
-                        return Err(MetaError::StaleBrokerEpoch {
-                            broker: *broker,
-                            given: *given,
-                            current,
-                        });
-                    }
+                    self.check_broker_epoch(*broker, *given)?;
                 }
                 let p = self.partition_mut(topic, *partition)?;
                 let stale = |reason: String| MetaError::StalePartition {
@@ -329,14 +322,7 @@ impl MetadataState {
                 broker,
                 broker_epoch,
             } => {
-                let current = self.brokers.get(broker).map_or(0, |b| b.epoch);
-                if current != *broker_epoch {
-                    return Err(MetaError::StaleBrokerEpoch {
-                        broker: *broker,
-                        given: *broker_epoch,
-                        current,
-                    });
-                }
+                self.check_broker_epoch(*broker, *broker_epoch)?;
                 let Some(next) = self.next_producer_id.checked_add(PRODUCER_ID_BLOCK) else {
                     return Err(MetaError::Internal("producer ids are exhausted".into()));
                 };
@@ -408,6 +394,20 @@ impl MetadataState {
                 }
             }
         }
+    }
+
+    /// StaleBrokerEpoch unless `given` is broker `broker`'s current registration epoch (an
+    /// ISR expansion or an id block asked for by an earlier incarnation).
+    fn check_broker_epoch(&self, broker: NodeId, given: u64) -> Result<(), MetaError> {
+        let current = self.brokers.get(&broker).map_or(0, |b| b.epoch);
+        if current == given {
+            return Ok(());
+        }
+        Err(MetaError::StaleBrokerEpoch {
+            broker,
+            given,
+            current,
+        })
     }
 
     /// Ids of the unfenced brokers.

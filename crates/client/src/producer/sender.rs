@@ -385,10 +385,14 @@ impl SenderTask {
     /// Completes `batch` with `result`; a stamped batch that failed retires its partition's
     /// identity.
     fn resolve(&mut self, batch: Batch, result: Result<(i64, i64)>) {
-        if let Some(pq) = self.parts.get_mut(&(batch.topic.clone(), batch.partition)) {
-            pq.stamped.remove(&batch.id);
-            if let (Err(_), Some(stamp)) = (&result, batch.stamp) {
-                pq.retire(stamp.producer_id, batch.id, batch.maybe_written);
+        // Only a stamped batch is in its partition's `stamped` (an unstamped one has no
+        // identity to retire): no lookup, and no key built, for the others.
+        if let Some(stamp) = batch.stamp {
+            if let Some(pq) = self.parts.get_mut(&(batch.topic.clone(), batch.partition)) {
+                pq.stamped.remove(&batch.id);
+                if result.is_err() {
+                    pq.retire(stamp.producer_id, batch.id, batch.maybe_written);
+                }
             }
         }
         self.shared.complete(batch, result);

@@ -771,21 +771,16 @@ async fn the_node_bounds_the_segments_of_all_its_partitions() {
     for topic in ["a", "b"] {
         produce_kib_records(&mut client, topic, 10, 10).await;
     }
-    let logs = cluster.node(1).data_dir.join("logs");
-    let mut segments = Vec::new();
-    for partition in std::fs::read_dir(&logs).unwrap() {
-        let partition = partition.unwrap().path();
-        if !partition.is_dir() {
-            continue;
-        }
-        for file in std::fs::read_dir(partition).unwrap() {
-            let path = file.unwrap().path();
-            if path.extension().is_some_and(|e| e == "log") {
-                segments.push(path);
-            }
-        }
-    }
-    assert_eq!(segments.len(), 4, "{segments:?}");
+    let data_dir = &cluster.node(1).data_dir;
+    let segments: Vec<Vec<i64>> = ["a", "b"]
+        .iter()
+        .map(|topic| common::data::segment_bases(data_dir, topic, 0).unwrap())
+        .collect();
+    assert_eq!(
+        segments.iter().map(Vec::len).sum::<usize>(),
+        4,
+        "{segments:?}"
+    );
     for topic in ["a", "b"] {
         let r = client
             .partition_offsets(weir_proto::broker::v1::PartitionOffsetsRequest {

@@ -397,14 +397,19 @@ pub fn set_base_offset_and_epoch(header: &mut [u8], base_offset: i64, leader_epo
         .copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
+/// Writes the CRC-32C of a whole batch (over everything after the CRC field) into it.
+fn seal(batch: &mut [u8]) {
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Stamps a whole batch with log-append time: sets the timestamp-type bit and `maxTimestamp`
 /// to `now_ms` and recomputes the CRC (both fields are covered by it).
 pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     let attributes = be_i16(batch, ATTRIBUTES) | TIMESTAMP_TYPE_BIT;
     batch[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
     batch[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES..]);
-    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    seal(batch);
 }
 
 /// Sets an idempotent producer's id, epoch and base sequence in a whole encoded batch and
@@ -414,8 +419,7 @@ pub fn set_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, bas
     batch[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
     batch[PRODUCER_ID + 8..PRODUCER_ID + 10].copy_from_slice(&producer_epoch.to_be_bytes());
     batch[PRODUCER_ID + 10..PRODUCER_ID + 14].copy_from_slice(&base_sequence.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES..]);
-    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    seal(batch);
 }
 
 /// The records of a batch re-encoded with `codec` at `level`, keeping its producer id, epoch,
@@ -752,8 +756,7 @@ impl BatchBuilder {
     /// and leader epoch -1.
     pub fn build(self, base_offset: i64) -> Result<Bytes, BatchError> {
         let mut out = self.build_unsealed(base_offset)?;
-        let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
-        out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        seal(&mut out);
         Ok(Bytes::from(out))
     }
 

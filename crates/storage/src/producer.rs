@@ -393,8 +393,10 @@ pub fn list_snapshots(dir: &Path) -> Result<Vec<i64>> {
     Ok(offsets)
 }
 
-/// Writes `state` as the snapshot at its end offset (durably), then deletes all but the
-/// newest [`SNAPSHOTS_KEPT`].
+/// Writes `state` as the snapshot at its end offset, then deletes all but the newest
+/// [`SNAPSHOTS_KEPT`]; with `durable`, the file and the directory are fsynced (else the page
+/// cache writes them back: a snapshot a crash cut short fails its CRC at load and is replaced
+/// by a replay).
 pub fn write_snapshot(dir: &Path, state: &ProducerStates, durable: bool) -> Result<()> {
     let name = snapshot_name(state.end_offset);
     if durable {

@@ -124,7 +124,7 @@ pub fn keep(mut room: OwnedSemaphorePermit, len: usize) -> OwnedSemaphorePermit 
 }
 
 /// Where one stream's answers leave their budget shares for the response body to fasten to the
-/// chunks that carry them ([`carrying`]).
+/// chunks that carry them ([`crate::limits::Limited`]).
 #[derive(Debug, Clone, Default)]
 pub struct Handoff(Arc<std::sync::Mutex<Vec<Held>>>);
 

@@ -285,9 +285,9 @@ impl PartitionLog {
     }
 }
 
-/// `batch` as a log with `config` stores it: recompressed when `compression.type` names another
-/// codec than the batch's (decompressing at most [`LogConfig::max_decompressed`]), else as it
-/// is. Pure work, no log needed: the broker runs it before taking the log's lock, so a slow
+/// `batch` as a log with these settings ([`crate::LogConfig::recompression`]) stores it:
+/// recompressed when `compression.type` names another codec than the batch's (decompressing at
+/// most [`Recompression::max_decompressed`]), else as it is. Pure work, no log needed: the broker runs it before taking the log's lock, so a slow
 /// codec level does not stall the partition's readers and writers.
 pub fn recompressed(recompression: &Recompression, batch: Bytes) -> Result<Bytes> {
     if recompression.keeps_producers_codec() {

@@ -195,7 +195,13 @@ impl pb::broker_server::Broker for BrokerService {
         let req = req.into_inner();
         let (topic, index) = (req.topic.clone(), req.partition);
         let result = match self.append(req).await {
-            Ok(appended) => appended.finish().await,
+            Ok(appended) => {
+                let stages = appended.stages;
+                let result = appended.finish().await;
+                let done = std::time::Instant::now();
+                stages.log_if_slow(&topic, index, Some(done), done);
+                result
+            }
             Err(e) => Err(e),
         };
         Ok(Response::new(self.answer(result, &topic, index)))

@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -24,7 +24,80 @@ const DEFAULT_PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests a produce stream may have appended and not yet answered.
 const STREAM_IN_FLIGHT: usize = 64;
 
-type PendingAnswer = Pin<Box<dyn std::future::Future<Output = pb::ProduceResponse> + Send>>;
+/// Produce requests slower than this, from arrival to answer, are logged at debug level with
+/// where the time went ([`Stages`]).
+const SLOW_PRODUCE: Duration = Duration::from_millis(10);
+
+/// When a produce request passed each stage of the path, so a slow one can be split the way
+/// Kafka's request log splits it (queue, local, remote, response queue) and its latency
+/// pinned on the budget, the blocking pool, the log, replication or the stream's order.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Stages {
+    /// The request was read off its stream.
+    received: Instant,
+    /// The in-flight budget had room for its batch.
+    admitted: Instant,
+    /// A blocking thread began the append.
+    append_started: Instant,
+    /// The append was done (on the blocking thread).
+    appended: Instant,
+    /// The async side saw the append done.
+    resumed: Instant,
+}
+
+impl Stages {
+    fn at(received: Instant) -> Self {
+        Self {
+            received,
+            admitted: received,
+            append_started: received,
+            appended: received,
+            resumed: received,
+        }
+    }
+
+    /// Logs the request at debug level when it took [`SLOW_PRODUCE`] or more from arrival to
+    /// `answered`; `committed` is when acks=all's wait ended (`None` without one).
+    pub(super) fn log_if_slow(
+        &self,
+        topic: &str,
+        partition: u32,
+        committed: Option<Instant>,
+        answered: Instant,
+    ) {
+        let total = answered.saturating_duration_since(self.received);
+        if total < SLOW_PRODUCE {
+            return;
+        }
+        let ms =
+            |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+        let done = committed.unwrap_or(self.resumed);
+        tracing::debug!(
+            topic,
+            partition,
+            total_ms = ms(self.received, answered),
+            budget_ms = ms(self.received, self.admitted),
+            blocking_queue_ms = ms(self.admitted, self.append_started),
+            append_ms = ms(self.append_started, self.appended),
+            resume_ms = ms(self.appended, self.resumed),
+            replication_ms = ms(self.resumed, done),
+            answer_queue_ms = ms(done, answered),
+            "slow produce"
+        );
+    }
+}
+
+/// A request's answer, with its stages and when its wait ended (when it was appended).
+type PendingAnswer = Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (
+                    pb::ProduceResponse,
+                    Option<((Stages, Instant), String, u32)>,
+                ),
+            > + Send,
+    >,
+>;
 pub(super) type ProduceStream =
     Pin<Box<dyn Stream<Item = Result<pb::ProduceResponse, Status>> + Send>>;
 
@@ -32,6 +105,7 @@ impl BrokerService {
     /// The produce path up to the append: validate, encode plain records, append. What is
     /// left for acks=all is the wait in [`Appended::finish`].
     pub(super) async fn append(&self, req: pb::ProduceRequest) -> Result<Appended, BrokerError> {
+        let mut stages = Stages::at(Instant::now());
         if !(-1..=1).contains(&req.acks) {
             return Err(BrokerError::InvalidRequiredAcks(req.acks));
         }
@@ -53,19 +127,21 @@ impl BrokerService {
             .acquire_many_owned(permits)
             .await
             .map_err(|_| BrokerError::ShuttingDown)?;
+        stages.admitted = Instant::now();
         let acks_all = req.acks == -1;
         let appender = Arc::clone(&part);
         let append = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let result = appender.append_as_leader(batch, acks_all);
             drop(permit);
-            result
+            (result, started, Instant::now())
         });
         if req.acks == 0 {
             // acks=0 answers without the append's outcome (the producer asked not to hear
             // about it), but only once the append is done: a stream's appends happen in its
             // order, and a later request must not overtake this one (Kafka, too, handles one
             // request per connection at a time).
-            if let Ok(Err(e)) = append.await {
+            if let Ok((Err(e), _, _)) = append.await {
                 tracing::debug!(topic = %req.topic, partition = req.partition, error = %e, "acks=0 append failed");
             }
             let response = pb::ProduceResponse {
@@ -79,11 +155,15 @@ impl BrokerService {
                 part,
                 response,
                 wait: None,
+                stages,
             });
         }
-        let (info, epoch) = append
+        let (result, started, appended) = append
             .await
-            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+            .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        (stages.append_started, stages.appended, stages.resumed) =
+            (started, appended, Instant::now());
+        let (info, epoch) = result?;
         let timeout = match req.timeout_ms {
             0 => DEFAULT_PRODUCE_TIMEOUT,
             ms => Duration::from_millis(ms.into()),
@@ -100,6 +180,7 @@ impl BrokerService {
             part,
             response,
             wait,
+            stages,
         })
     }
 
@@ -129,11 +210,18 @@ impl BrokerService {
                 let appended = service.append(req).await;
                 let answerer = service.clone();
                 let answer: PendingAnswer = Box::pin(async move {
-                    let result = match appended {
-                        Ok(a) => a.finish().await,
-                        Err(e) => Err(e),
+                    let (result, timing) = match appended {
+                        Ok(a) => {
+                            let stages = a.stages;
+                            let result = a.finish().await;
+                            (result, Some((stages, Instant::now())))
+                        }
+                        Err(e) => (Err(e), None),
                     };
-                    answerer.answer(result, &topic, index)
+                    (
+                        answerer.answer(result, &topic, index),
+                        timing.map(|t| (t, topic, index)),
+                    )
                 });
                 if pending_tx.send(answer).await.is_err() {
                     return;
@@ -143,8 +231,12 @@ impl BrokerService {
         // Answers go out in the same order.
         tokio::spawn(async move {
             while let Some(answer) = pending_rx.recv().await {
-                if tx.send(Ok(answer.await)).await.is_err() {
+                let (response, timing) = answer.await;
+                if tx.send(Ok(response)).await.is_err() {
                     return;
+                }
+                if let Some(((stages, committed), topic, index)) = timing {
+                    stages.log_if_slow(&topic, index, Some(committed), Instant::now());
                 }
             }
         });
@@ -158,6 +250,8 @@ pub(super) struct Appended {
     response: pb::ProduceResponse,
     /// (last offset, leader epoch, timeout) for acks=all.
     wait: Option<(i64, i32, Duration)>,
+    /// When it passed each stage so far.
+    pub(super) stages: Stages,
 }
 
 impl Appended {

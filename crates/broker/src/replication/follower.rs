@@ -13,13 +13,13 @@
 //! ([`Partition::truncate_to`] and friends check under the partition's lock), so a session
 //! still running after a leader change cannot cut records the new role needs.
 //!
-//! Any error ends the session; it starts over after a short backoff, for as long as this
+//! Any error ends the session; it starts over after a short backoff ([`Backoff`]), for as long as this
 //! replica follows the same leader in the same epoch (the replica manager aborts the task when
 //! that changes).
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -36,6 +36,9 @@ use crate::partition::Partition;
 const FETCH_MAX_BYTES: u32 = 4 * 1024 * 1024;
 /// How long the leader may hold an answer waiting for new batches.
 const FETCH_MAX_WAIT_MS: u32 = 500;
+/// A fetch round (answer received to next position sent) slower than this is logged at debug
+/// level with where the time went.
+const SLOW_ROUND: Duration = Duration::from_millis(5);
 /// Rounds of OffsetForLeaderEpoch in one reconciliation. Each round that does not finish
 /// drops at least one epoch from the local cache, so this only bounds a pathological history;
 /// the next session goes on from where this one stopped.
@@ -92,21 +95,62 @@ impl FetchError {
     }
 }
 
+/// The wait before a session starts over, after a failed one: [`Backoff::FIRST`], doubling
+/// up to [`Backoff::MAX`] while sessions keep failing at once.
+///
+/// The first retry is short on purpose. The commonest failure is a race, not an outage: when
+/// a partition is created or its leader changes, each broker applies the metadata on its own,
+/// so a follower often asks before its leader knows it leads (UNKNOWN_TOPIC_OR_PARTITION,
+/// NOT_LEADER_OR_FOLLOWER, a newer leader epoch), and every acks=all produce waits for the
+/// follower meanwhile. A first retry at 100 ms (as before) put a 100 ms stall at the start of
+/// every new topic, which alone made the RF 3 fixed-rate p99 about 60 ms (docs/BENCHMARKS.md).
+/// A leader that is really down costs a handful of quick retries before the backoff reaches
+/// its one-second ceiling (Kafka's `replica.fetch.backoff.ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff(Duration);
+
+impl Backoff {
+    /// The wait after a session that failed (or after one that ran long, then failed).
+    pub const FIRST: Duration = Duration::from_millis(5);
+    /// The longest wait.
+    pub const MAX: Duration = Duration::from_secs(1);
+
+    /// A fresh backoff.
+    pub fn new() -> Self {
+        Self(Self::FIRST)
+    }
+
+    /// The wait after a session that lasted `ran`: a session that ran at least [`Self::MAX`]
+    /// made progress, so the backoff starts over; one that failed at once waits twice as long
+    /// as the last.
+    pub fn next(&mut self, ran: Duration) -> Duration {
+        if ran >= Self::MAX {
+            self.0 = Self::FIRST;
+        }
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(Self::MAX);
+        wait
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Replicates `part` from `leader` in `epoch` until aborted or no longer following it.
 pub async fn run(manager: Arc<ReplicaManager>, part: Arc<Partition>, leader: NodeId, epoch: i32) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new();
     loop {
         if part.following() != Some((Some(leader), epoch)) {
             return;
         }
-        match session(&manager, &part, leader, epoch).await {
-            Ok(()) => backoff = Duration::from_millis(50),
-            Err(reason) => {
-                tracing::debug!(topic = %part.topic, partition = part.index, leader, %reason, "replica fetch session ended");
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
+        let started = Instant::now();
+        if let Err(reason) = session(&manager, &part, leader, epoch).await {
+            tracing::debug!(topic = %part.topic, partition = part.index, leader, %reason, "replica fetch session ended");
         }
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(backoff.next(started.elapsed())).await;
     }
 }
 
@@ -252,9 +296,64 @@ async fn session(
         }
         let p = Arc::clone(part);
         let hw = r.high_watermark;
-        blocking(move || p.append_as_follower(r.batches, hw, leader, epoch)).await?;
+        let received = Instant::now();
+        let bytes = r.batches.len();
+        let (started, appended) = blocking(move || {
+            let started = Instant::now();
+            p.append_as_follower(r.batches, hw, leader, epoch)?;
+            Ok((started, Instant::now()))
+        })
+        .await?;
         if tx.send(position(part.view().log_end)).await.is_err() {
             return Err(FetchError::Closed);
         }
+        let sent = Instant::now();
+        if sent.duration_since(received) >= SLOW_ROUND {
+            let ms =
+                |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+            tracing::debug!(
+                topic = %part.topic,
+                partition = part.index,
+                bytes,
+                total_ms = ms(received, sent),
+                blocking_queue_ms = ms(received, started),
+                append_ms = ms(started, appended),
+                send_ms = ms(appended, sent),
+                "slow replica fetch round"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_follower_retries_a_failed_session_within_milliseconds_then_backs_off_to_a_second() {
+        let mut b = Backoff::new();
+        let waits: Vec<_> = (0..10).map(|_| b.next(Duration::ZERO)).collect();
+        // The race with the leader's own metadata costs one short wait, not 100 ms.
+        assert!(
+            waits[0] <= Duration::from_millis(10),
+            "first retry after {:?}",
+            waits[0]
+        );
+        assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+        assert_eq!(
+            *waits.last().unwrap_or(&Duration::ZERO),
+            Backoff::MAX,
+            "{waits:?}"
+        );
+    }
+
+    #[test]
+    fn a_session_that_ran_long_starts_the_backoff_over() {
+        let mut b = Backoff::new();
+        for _ in 0..10 {
+            b.next(Duration::ZERO);
+        }
+        assert_eq!(b.next(Duration::from_secs(5)), Backoff::FIRST);
+        assert_eq!(b.next(Duration::ZERO), Backoff::FIRST * 2);
     }
 }

@@ -12,7 +12,10 @@
 # nodes on loopback, Weir RF 3 acks=all min.insync 2 vs JetStream R3), fsync (one node, every
 # acknowledgement fsynced: Weir flush.messages=1 vs JetStream sync_interval always), rf3rate
 # (three nodes as rf3, at 30,000 records/s, which both sustain: acknowledgement latency), e2e
-# (produce-to-consume latency at 5,000 records/s of 1 KiB, one node, Weir's linger 0).
+# (produce-to-consume latency at 5,000 records/s of 1 KiB, one node, Weir's linger 0), consume
+# (one node: 300,000 records of 1 KiB stored first, untimed, through the produce path at
+# acks=1, then read back by one consumer: Weir's Consumer, a JetStream pull consumer with
+# 10,000 messages per pull request; throughput only, no latency).
 # At full speed, latency is each client's queue (Weir's 64 MiB buffer, JetStream's 256
 # outstanding acknowledgements); the fixed-rate workloads compare latency. client: Weir through
 # weir-client against the broker alone (the produce-bench example's prebuilt batches), same
@@ -24,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 RUNS=${RUNS:-3}
-WORKLOADS=${WORKLOADS:-"100b 1kib rf3 rf3rate fsync e2e client"}
+WORKLOADS=${WORKLOADS:-"100b 1kib rf3 rf3rate fsync e2e client consume"}
 OUT="$ROOT/target/bench-peers/$(date -u +%Y%m%dT%H%M%SZ)"
 WORK=$(mktemp -d /tmp/weir-bench-peers.XXXXXX)
 mkdir -p "$OUT"
@@ -183,6 +186,7 @@ for w in $WORKLOADS; do
       fsync) workload fsync $system 1 produce 50000 --record-size 1024 --acks 1 --fsync ;;
       rf3rate) workload rf3rate $system 3 produce 150000 --record-size 1024 --acks all --replicas 3 --rate 30000 --linger-ms 1 ;;
       e2e) workload e2e $system 1 e2e 25000 --record-size 1024 --acks 1 --rate 5000 --linger-ms 0 ;;
+      consume) workload consume $system 1 consume 300000 --record-size 1024 --acks 1 ;;
       *) echo "unknown workload $w" >&2; exit 2 ;;
     esac
   done
@@ -197,9 +201,13 @@ def runs(name, system):
     path = os.path.join(out, f"{name}-{system}.jsonl")
     return [json.loads(l) for l in open(path) if l.strip()]
 def med(rs, key):
-    vals = [r[key] if key in r else r["latency_ms"][key] for r in rs]
-    return statistics.median(vals)
-rows = []
+    # A top-level figure, or a latency percentile; None when no run has it (consume has no
+    # latency, the broker-only runs no latency_ms).
+    vals = [r[key] if key in r else (r.get("latency_ms") or {}).get(key) for r in rs]
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+def fmt(v, width, digits):
+    return f"{'-':>{width}}" if v is None else f"{v:>{width}.{digits}f}"
 print(f"raw: sequential write {raw['sequential_write_mb_per_sec']:.0f} MB/s, "
       f"4 KiB fsynced writes {raw['fsynced_4k_writes_per_sec']:.0f}/s, "
       f"loopback TCP {raw['loopback_tcp_mb_per_sec']:.0f} MB/s, memcpy {raw['memcpy_mb_per_sec']:.0f} MB/s")
@@ -207,25 +215,25 @@ print(f"{'workload':<8} {'weir rec/s':>12} {'peer rec/s':>12} {'weir/peer':>9} "
       f"{'weir p99 ms':>11} {'peer p99 ms':>11} {'weir of raw':>11}")
 summary = {"raw": raw, "workloads": {}}
 for w in workloads:
-    wr, pr = runs(w, "weir"), runs(w, "broker-only" if w == "client" else "jetstream")
+    peer = "broker-only" if w == "client" else "jetstream"
+    wr, pr = runs(w, "weir"), runs(w, peer)
     if not wr or not pr:
         continue
     wrate, prate = med(wr, "records_per_sec"), med(pr, "records_per_sec")
-    wp99 = med(wr, "p99")
-    pp99 = med(pr, "p99") if w != "client" else float("nan")
+    wp99, pp99 = med(wr, "p99"), med(pr, "p99")
     if w == "fsync":
         of_raw = wrate / raw["fsynced_4k_writes_per_sec"]
-    elif w in ("e2e", "rf3rate", "client"):
-        of_raw = float("nan")
+    elif w in ("e2e", "rf3rate", "client", "consume"):
+        of_raw = None
     else:
         of_raw = med(wr, "mb_per_sec") / raw["sequential_write_mb_per_sec"]
     print(f"{w:<8} {wrate:>12.0f} {prate:>12.0f} {wrate / prate:>9.2f} "
-          f"{wp99:>11.2f} {pp99:>11.2f} {of_raw:>11.2f}")
+          f"{fmt(wp99, 11, 2)} {fmt(pp99, 11, 2)} {fmt(of_raw, 11, 2)}")
+    # None (JSON null) where a figure does not apply: never NaN, which is not JSON.
     summary["workloads"][w] = {"weir_records_per_sec": wrate, "peer_records_per_sec": prate,
                                "weir_p99_ms": wp99, "peer_p99_ms": pp99,
-                               "weir_p50_ms": med(wr, "p50"),
-                               "peer_p50_ms": med(pr, "p50") if w != "client" else None,
+                               "weir_p50_ms": med(wr, "p50"), "peer_p50_ms": med(pr, "p50"),
                                "weir_fraction_of_raw": of_raw}
-json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=2)
+json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=2, allow_nan=False)
 print(f"(runs and summary in {out})")
 EOF

@@ -4,9 +4,10 @@
 //! same run. `scripts/bench-peers.sh` starts the servers, runs every workload on both and
 //! prints the table (docs/BENCHMARKS.md).
 //!
-//! Every command prints one JSON object on stdout: for `produce` and `e2e` the same keys as
-//! `weir bench` (`records`, `bytes`, `seconds`, `records_per_sec`, `mb_per_sec`,
-//! `latency_ms.{p50,p99,p999,max}`), for `raw` one figure per limit.
+//! Every command prints one JSON object on stdout: for `produce`, `e2e` and `consume` the same
+//! keys as `weir bench` (`records`, `bytes`, `seconds`, `records_per_sec`, `mb_per_sec`,
+//! `latency_ms.{p50,p99,p999,max}`, null for `consume`, and `failed`), for `raw` one figure per
+//! limit.
 //!
 //! - `produce weir|jetstream`: N records of S bytes as fast as the client goes (or at
 //!   `--rate`), latency from each record's send (or scheduled send) to its acknowledgement.
@@ -14,8 +15,12 @@
 //!   at most `--in-flight` acknowledgements outstanding.
 //! - `e2e weir|jetstream`: a fixed rate, a consumer in the same process; latency from the
 //!   scheduled send to the record's arrival at the consumer.
+//! - `consume weir|jetstream`: fills the topic with N records (untimed, the `produce` path),
+//!   then times one reader reading them all back (`consume`).
 //! - `raw --dir D`: sequential write with one fsync, 4 KiB writes each fsynced, loopback TCP,
 //!   memcpy.
+
+mod consume;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -29,16 +34,19 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+/// Weir and NATS JetStream through one harness.
 #[derive(Debug, Parser)]
 #[command(
     name = "weir-peer-bench",
     about = "Weir and NATS JetStream through one harness"
 )]
 struct Cli {
+    /// What to run.
     #[command(subcommand)]
     command: Command,
 }
 
+/// The commands, one per measurement.
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Produce N records and report throughput and acknowledgement latency.
@@ -55,6 +63,17 @@ enum Command {
         #[command(flatten)]
         workload: Workload,
     },
+    /// Fill the topic with N records (untimed), then time one reader reading them all back.
+    Consume {
+        /// Which system.
+        system: System,
+        #[command(flatten)]
+        workload: Workload,
+        /// JetStream: messages per pull request (Weir's consumer fetches up to 1 MiB per
+        /// answer, its default).
+        #[arg(long, default_value_t = 10_000)]
+        fetch_batch: usize,
+    },
     /// The machine's raw limits: disk, loopback TCP, memory copy.
     Raw {
         /// A directory on the disk under test.
@@ -63,18 +82,22 @@ enum Command {
     },
 }
 
+/// The system under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum System {
+    /// Weir, through weir-client.
     Weir,
+    /// NATS JetStream, through async-nats.
     Jetstream,
 }
 
+/// What to send, where, and how.
 #[derive(Debug, Clone, clap::Args)]
 struct Workload {
     /// Weir bootstrap addresses, or the NATS server URL(s), comma-separated.
     #[arg(long)]
     server: String,
-    /// Topic (Weir) or stream and subject (JetStream); must exist.
+    /// Topic (Weir) or stream and subject (JetStream); created when missing.
     #[arg(long)]
     topic: String,
     /// Records to send.
@@ -160,6 +183,7 @@ async fn ensure_target(system: System, w: &Workload) -> anyhow::Result<()> {
     }
 }
 
+/// Runs one command and prints its JSON on stdout.
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // The clients' own log lines (retries, reconnects) on stderr, for finding where a slow
@@ -176,6 +200,11 @@ async fn main() -> anyhow::Result<()> {
             serde_json::to_string(&produce(system, &workload).await?)?
         }
         Command::E2e { system, workload } => serde_json::to_string(&e2e(system, &workload).await?)?,
+        Command::Consume {
+            system,
+            workload,
+            fetch_batch,
+        } => serde_json::to_string(&consume::consume(system, &workload, fetch_batch).await?)?,
         Command::Raw { dir } => serde_json::to_string(&raw(&dir)?)?,
     };
     println!("{json}");
@@ -185,44 +214,68 @@ async fn main() -> anyhow::Result<()> {
 /// What a run measured (the keys of `weir bench --output json`).
 #[derive(Debug, Serialize)]
 struct Report {
+    /// Records acknowledged (produce) or received (e2e, consume).
     records: u64,
+    /// Value bytes of those records.
     bytes: u64,
+    /// How long the measured part took.
     seconds: f64,
+    /// `records / seconds`.
     records_per_sec: f64,
+    /// `bytes / seconds`, in MB (10^6 bytes) per second.
     mb_per_sec: f64,
-    latency_ms: Latency,
+    /// Latency percentiles; null where the command has none worth comparing (`consume`).
+    latency_ms: Option<Latency>,
+    /// Records that were not acknowledged or never arrived.
     failed: u64,
 }
 
+impl Report {
+    /// A throughput-only report (`latency_ms` null).
+    fn without_latency(records: u64, bytes: u64, elapsed: Duration, failed: u64) -> Report {
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        Report {
+            records,
+            bytes,
+            seconds,
+            records_per_sec: records as f64 / seconds,
+            mb_per_sec: bytes as f64 / seconds / 1e6,
+            latency_ms: None,
+            failed,
+        }
+    }
+}
+
+/// Latency percentiles of a run, milliseconds.
 #[derive(Debug, Serialize)]
 struct Latency {
+    /// Median.
     p50: f64,
+    /// 99th percentile.
     p99: f64,
+    /// 99.9th percentile.
     p999: f64,
+    /// Largest.
     max: f64,
 }
 
+/// A histogram of microseconds, from 1 µs to an hour, 3 significant digits.
 fn histogram() -> Histogram<u64> {
     #[allow(clippy::expect_used)]
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
 }
 
+/// A report with the latency percentiles of `h` (microseconds).
 fn report(records: u64, bytes: u64, elapsed: Duration, h: &Histogram<u64>, failed: u64) -> Report {
-    let seconds = elapsed.as_secs_f64().max(1e-9);
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     Report {
-        records,
-        bytes,
-        seconds,
-        records_per_sec: records as f64 / seconds,
-        mb_per_sec: bytes as f64 / seconds / 1e6,
-        latency_ms: Latency {
+        latency_ms: Some(Latency {
             p50: ms(0.5),
             p99: ms(0.99),
             p999: ms(0.999),
             max: h.max() as f64 / 1000.0,
-        },
-        failed,
+        }),
+        ..Report::without_latency(records, bytes, elapsed, failed)
     }
 }
 
@@ -243,6 +296,7 @@ fn stamped(value: &Bytes, at: Duration) -> Bytes {
     Bytes::from(v)
 }
 
+/// The send time `stamped` wrote into `value`; `None` when it is shorter than 8 bytes.
 fn stamp_of(value: &[u8]) -> Option<Duration> {
     let at: [u8; 8] = value.get(..8)?.try_into().ok()?;
     Some(Duration::from_micros(u64::from_be_bytes(at)))
@@ -253,7 +307,9 @@ type Ack = futures::future::BoxFuture<'static, anyhow::Result<()>>;
 
 /// A connected producer of either system.
 enum Sender {
+    /// One weir-client `Producer`.
     Weir(weir_client::Producer),
+    /// A JetStream context, with a slot per publish acknowledgement allowed outstanding.
     Jetstream(
         Box<async_nats::jetstream::Context>,
         Arc<tokio::sync::Semaphore>,
@@ -261,6 +317,7 @@ enum Sender {
 }
 
 impl Sender {
+    /// Connects a producer for `system` configured from `w`.
     async fn connect(system: System, w: &Workload) -> anyhow::Result<Self> {
         Ok(match system {
             System::Weir => {
@@ -313,6 +370,7 @@ impl Sender {
         }
     }
 
+    /// Flushes and closes the producer (JetStream's acknowledgements were all awaited).
     async fn finish(self) -> anyhow::Result<()> {
         if let Sender::Weir(p) = self {
             p.flush().await?;
@@ -371,6 +429,7 @@ async fn send_all(
     Ok((h, records, bytes, failed, started.elapsed()))
 }
 
+/// `produce`: sends the workload's records and reports acknowledgement latency.
 async fn produce(system: System, w: &Workload) -> anyhow::Result<Report> {
     ensure_target(system, w).await?;
     let (h, records, bytes, failed, elapsed) = send_all(system, w, false).await?;
@@ -446,12 +505,14 @@ fn nats_servers(list: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
         .collect()
 }
 
+/// A stream of what arrives on `rx`.
 fn tokio_stream_of(
     mut rx: mpsc::Receiver<anyhow::Result<Bytes>>,
 ) -> futures::stream::BoxStream<'static, anyhow::Result<Bytes>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
+/// `e2e`: produces at a fixed rate and reports each record's produce-to-consume latency.
 async fn e2e(system: System, w: &Workload) -> anyhow::Result<Report> {
     anyhow::ensure!(w.rate.is_some(), "e2e needs --rate");
     ensure_target(system, w).await?;
@@ -506,6 +567,7 @@ struct Raw {
     memcpy_mb_per_sec: f64,
 }
 
+/// `raw`: measures the machine's limits, with its test files in `dir`.
 fn raw(dir: &std::path::Path) -> anyhow::Result<Raw> {
     const TOTAL: usize = 1 << 30;
     let block = vec![0x5au8; 1 << 20];

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Weir and NATS JetStream side by side, in one run, on this machine, through one harness
 # (crates/bench: weir-client for Weir, async-nats for JetStream), with the machine's raw limits
-# measured in the same run. Prints a table and writes every run's JSON to
-# target/bench-peers/<date>/; docs/BENCHMARKS.md records the results.
+# measured in the same run. Prints a table and writes every run's JSON, the table's figures
+# (summary.json) and two charts (throughput.svg, latency.svg, drawn by `weir-peer-bench plot`)
+# to target/bench-peers/<date>/; docs/BENCHMARKS.md records the results and docs/bench/ holds
+# the latest run's charts.
 #
 #   scripts/bench-peers.sh            # every workload, 3 measured runs each after a warm-up
 #   RUNS=5 scripts/bench-peers.sh     # more runs per figure
@@ -230,10 +232,14 @@ for w in workloads:
     print(f"{w:<8} {wrate:>12.0f} {prate:>12.0f} {wrate / prate:>9.2f} "
           f"{fmt(wp99, 11, 2)} {fmt(pp99, 11, 2)} {fmt(of_raw, 11, 2)}")
     # None (JSON null) where a figure does not apply: never NaN, which is not JSON.
-    summary["workloads"][w] = {"weir_records_per_sec": wrate, "peer_records_per_sec": prate,
+    summary["workloads"][w] = {"peer": peer,
+                               "weir_records_per_sec": wrate, "peer_records_per_sec": prate,
                                "weir_p99_ms": wp99, "peer_p99_ms": pp99,
                                "weir_p50_ms": med(wr, "p50"), "peer_p50_ms": med(pr, "p50"),
                                "weir_fraction_of_raw": of_raw}
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=2, allow_nan=False)
-print(f"(runs and summary in {out})")
 EOF
+
+echo "== charts"
+timeout 120 "$BENCH" plot --dir "$OUT" >/dev/null
+echo "(runs, summary.json, throughput.svg and latency.svg in $OUT)"

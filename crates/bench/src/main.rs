@@ -7,7 +7,7 @@
 //! Every command prints one JSON object on stdout: for `produce`, `e2e` and `consume` the same
 //! keys as `weir bench` (`records`, `bytes`, `seconds`, `records_per_sec`, `mb_per_sec`,
 //! `latency_ms.{p50,p99,p999,max}`, null for `consume`, and `failed`), for `raw` one figure per
-//! limit.
+//! limit, for `plot` the files it wrote.
 //!
 //! - `produce weir|jetstream`: N records of S bytes as fast as the client goes (or at
 //!   `--rate`), latency from each record's send (or scheduled send) to its acknowledgement.
@@ -19,8 +19,12 @@
 //!   then times one reader reading them all back (`consume`).
 //! - `raw --dir D`: sequential write with one fsync, 4 KiB writes each fsynced, loopback TCP,
 //!   memcpy.
+//! - `plot --dir D`: `throughput.svg` and `latency.svg` from a `scripts/bench-peers.sh` output
+//!   directory (`plot`, reading it through `results`).
 
 mod consume;
+mod plot;
+mod results;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -46,7 +50,7 @@ struct Cli {
     command: Command,
 }
 
-/// The commands, one per measurement.
+/// The commands, one per measurement (and `plot`, which draws them).
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Produce N records and report throughput and acknowledgement latency.
@@ -79,6 +83,16 @@ enum Command {
         /// A directory on the disk under test.
         #[arg(long)]
         dir: std::path::PathBuf,
+    },
+    /// Draw throughput.svg and latency.svg from a scripts/bench-peers.sh output directory.
+    Plot {
+        /// The run's directory (target/bench-peers/<date>): summary.json and the per-run
+        /// <workload>-<system>.jsonl files.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Where to write the SVGs (default: the run's directory).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
 }
 
@@ -206,6 +220,10 @@ async fn main() -> anyhow::Result<()> {
             fetch_batch,
         } => serde_json::to_string(&consume::consume(system, &workload, fetch_batch).await?)?,
         Command::Raw { dir } => serde_json::to_string(&raw(&dir)?)?,
+        Command::Plot { dir, out } => {
+            let written = plot::plot(&dir, out.as_deref().unwrap_or(&dir))?;
+            serde_json::to_string(&written)?
+        }
     };
     println!("{json}");
     Ok(())

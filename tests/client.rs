@@ -1268,6 +1268,88 @@ async fn a_request_resent_after_an_acks_all_timeout_is_stored_once_when_idempote
     idempotent.close().await.unwrap();
 }
 
+/// Records that arrive while a partition's in-flight requests are at the limit wait in one
+/// batch that keeps filling, not in one batch per linger: linger makes a batch ready to send,
+/// and a batch that cannot be sent yet keeps taking records (Kafka's accumulator does the
+/// same). With one request allowed in flight and stuck (both followers frozen, so acks=all
+/// cannot complete), 20 records sent 20 ms apart (each after the 5 ms linger) must leave at
+/// most two batches behind the stuck one; a producer that closed each batch at its linger
+/// sent 20, each a round trip of its own, and fell behind at a steady rate it could carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_behind_the_in_flight_limit_go_out_in_one_growing_batch_not_one_per_linger() {
+    let _serial = serial();
+    let (mut cluster, config, admin) = cluster_with_topic(3, &[], "backlog", 1, 3, &[]).await;
+    let p = admin.describe_topic("backlog").await.unwrap().partitions[0].clone();
+    let leader = p.leader.unwrap();
+    let followers: Vec<u64> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| *r != leader)
+        .collect();
+    let producer = Producer::connect(
+        config,
+        ProducerConfig {
+            linger: Duration::from_millis(5),
+            batch_size: 1 << 20,
+            max_in_flight_per_partition: 1,
+            request_timeout: Duration::from_secs(30),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    for f in &followers {
+        cluster.pause(*f, true);
+    }
+    let first = producer
+        .send(ProducerRecord::new("backlog", "first"))
+        .await
+        .unwrap();
+    // The first batch is in flight once the leader has it: it cannot complete while the
+    // followers are frozen, so the partition has no room for another request.
+    let leader_dir = cluster.node(leader).data_dir.clone();
+    wait_for("the first record on the leader's disk", STARTUP, || {
+        let there = !common::data::disk_records(&leader_dir, "backlog", 0).is_empty();
+        async move { there.then_some(()) }
+    })
+    .await;
+    let mut deliveries = vec![first];
+    for i in 0..20 {
+        // Paced past the linger on purpose: each record finds the last one's batch due.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let value = format!("behind-{i}");
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new("backlog", value))
+                .await
+                .unwrap(),
+        );
+    }
+    for f in &followers {
+        cluster.pause(*f, false);
+    }
+    let mut last = -1;
+    for d in deliveries {
+        let at = tokio::time::timeout(Duration::from_secs(60), d)
+            .await
+            .expect("delivered within 60 s")
+            .unwrap();
+        assert!(at.offset > last, "in send order");
+        last = at.offset;
+    }
+    assert_eq!(last, 20, "21 records, each once");
+    let addr = cluster.node(leader).broker_addr();
+    let batches = raw_batches(&addr, "backlog", 0, 21).await;
+    let sizes: Vec<i32> = batches.iter().map(|b| b.header().records_count).collect();
+    eprintln!("records per batch: {sizes:?}");
+    assert!(
+        batches.len() <= 3,
+        "the stuck batch and at most two behind it, not one per linger: {sizes:?}"
+    );
+    producer.close().await.unwrap();
+}
+
 /// Once every partition of `topic` (2 partitions, keys partitioned as the producer did) is led
 /// and its followers caught up, reads it all back with the consumer and its batch boundaries
 /// with a raw fetch, and holds each partition to [`check_partition`] against the `total_sent`

@@ -1,8 +1,9 @@
 //! The accumulator: per topic, one open batch per partition taking records as `send`
 //! appends them, and the sticky partition for keyless records.
 //!
-//! A batch is open until it is full (closed by `send`), its linger expires (closed by the
-//! sender task) or a flush or shutdown closes everything ([`Shared::close_open`]). Closing
+//! A batch is open until it is full (closed by `send`), its linger expires while its partition
+//! can send (closed by the sender task), or a flush or shutdown closes everything
+//! ([`Shared::close_open`]). Closing
 //! gives the batch an id and registers it in `Shared::pending`; the [`Closed`] batch is then
 //! encoded outside the accumulator lock and handed to the sender task.
 //!
@@ -106,9 +107,22 @@ impl Accumulator {
 }
 
 impl Shared {
-    /// Closes every open batch (or only those whose linger expired at `now`); returns them
-    /// and, when `now` is given, the earliest linger deadline of those left open.
-    pub(super) fn close_open(&self, now: Option<Instant>) -> (Vec<Closed>, Option<Instant>) {
+    /// Closes every open batch (or only those whose linger expired at `now` and whose
+    /// partition `can_send` now); returns them and, when `now` is given, the earliest linger
+    /// deadline of those left open before it.
+    ///
+    /// A batch whose linger expired while its partition cannot take another request (its
+    /// in-flight requests at the limit, or batches queued before it) stays open and keeps
+    /// taking records until it is full or the partition can send, as in Kafka, where linger
+    /// makes a batch ready to send, not closed. Closing it at linger instead split a backlog
+    /// into many small batches, each a round trip of its own behind the in-flight limit: at
+    /// a fixed rate near a partition's acks=all limit, the producer then fell behind for good.
+    /// The partition's next answer wakes the sender to look again.
+    pub(super) fn close_open(
+        &self,
+        now: Option<Instant>,
+        mut can_send: impl FnMut(&str, u32) -> bool,
+    ) -> (Vec<Closed>, Option<Instant>) {
         let linger = self.config.linger;
         let mut out = Vec::new();
         let mut next = None::<Instant>;
@@ -124,6 +138,7 @@ impl Shared {
                     Some(now) if due > now => {
                         next = Some(next.map_or(due, |n| n.min(due)));
                     }
+                    Some(_) if !can_send(topic, p as u32) => {}
                     _ => {
                         if let Some(open) = slot.take() {
                             t.sticky.batch_closed(p as u32, count);

@@ -327,7 +327,7 @@ impl Producer {
     /// without waiting for their linger).
     pub async fn flush(&self) -> Result<()> {
         let shared = &self.inner.shared;
-        let (closed, _) = shared.close_open(None);
+        let (closed, _) = shared.close_open(None, |_, _| true);
         let upto = shared.acc.locked().next_batch_id;
         for c in closed {
             if let Some(batch) = shared.encode(c) {

@@ -225,6 +225,12 @@ impl PartQueue {
         }
     }
 
+    /// Whether a batch closed now would be sent at once: nothing queued before it, no retry
+    /// under way and fewer than `max_in_flight` requests out.
+    fn can_take_another(&self, max_in_flight: usize) -> bool {
+        self.queue.is_empty() && !self.draining && self.in_flight < max_in_flight
+    }
+
     /// A stamped batch of this partition (`failed`, with producer id `producer_id`) failed for
     /// good, certainly unwritten unless `maybe_written`: its identity stops stamping, and the
     /// later batches of it that were certainly not written lose their stamps, to be stamped
@@ -316,11 +322,17 @@ impl SenderTask {
         loop {
             let now = Instant::now();
             let linger_due = if self.stopping {
-                let (closed, _) = self.shared.close_open(None);
+                let (closed, _) = self.shared.close_open(None, |_, _| true);
                 self.enqueue_closed(closed);
                 None
             } else {
-                let (closed, next) = self.shared.close_open(Some(now));
+                let max = self.shared.config.max_in_flight_per_partition;
+                let parts = &self.parts;
+                let (closed, next) = self.shared.close_open(Some(now), |topic, partition| {
+                    parts
+                        .get(&(topic.to_owned(), partition))
+                        .is_none_or(|pq| pq.can_take_another(max))
+                });
                 self.enqueue_closed(closed);
                 next
             };

@@ -18,8 +18,9 @@
 # (one node: 300,000 records of 1 KiB stored first, untimed, through the produce path at
 # acks=1, then read back by one consumer: Weir's Consumer, a JetStream pull consumer with
 # 10,000 messages per pull request; throughput only, no latency).
-# At full speed, latency is each client's queue (Weir's 64 MiB buffer, JetStream's 256
-# outstanding acknowledgements); the fixed-rate workloads compare latency. client: Weir through
+# At full speed, latency includes each client's queue: Weir's producer buffer (weir-peer-bench's
+# --buffer-bytes, 1 MiB: four 256 KiB batches), JetStream's 256 outstanding acknowledgements;
+# the fixed-rate workloads compare latency below both systems' limits. client: Weir through
 # weir-client against the broker alone (the produce-bench example's prebuilt batches), same
 # workload (1 KiB, acks=1, one node): the "peer" column of that row is the broker-only figure. Each figure is the median
 # of $RUNS runs after one warm-up, every run on fresh servers and data directories. The peer is
@@ -182,7 +183,10 @@ for w in $WORKLOADS; do
   fi
   for system in weir jetstream; do
     case "$w" in
-      100b) workload 100b $system 1 produce 1000000 --record-size 100 --acks 1 ;;
+      # Small records: Weir's producer with 64 KiB batches and a 256 KiB buffer (about 2,000
+      # records buffered or in flight), where 256 KiB batches queue a few ms of records each.
+      100b) workload 100b $system 1 produce 1000000 --record-size 100 --acks 1 \
+        --batch-bytes 65536 --buffer-bytes 262144 ;;
       1kib) workload 1kib $system 1 produce 300000 --record-size 1024 --acks 1 ;;
       rf3) workload rf3 $system 3 produce 200000 --record-size 1024 --acks all --replicas 3 ;;
       fsync) workload fsync $system 1 produce 50000 --record-size 1024 --acks 1 --fsync ;;

@@ -195,8 +195,8 @@ fn latency(results: &RunResults) -> anyhow::Result<String> {
         runs_phrase(results)
     );
     let mut note = vec![
-        "At full speed latency is each client's queue (Weir's 64 MiB buffer, JetStream's 256 \
-         acknowledgements outstanding);"
+        "At full speed latency includes each client's queue (Weir's 1 MiB producer buffer, \
+         JetStream's 256 acknowledgements outstanding);"
             .to_owned(),
         "rf3rate and e2e run at a fixed rate that both sustain and compare the systems' latency."
             .to_owned(),

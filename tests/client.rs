@@ -86,6 +86,19 @@ async fn cluster_with_topic(
     (cluster, config, admin)
 }
 
+/// The leader of partition 0 of `topic` and its other replicas.
+async fn leader_and_followers(admin: &Admin, topic: &str) -> (u64, Vec<u64>) {
+    let p = admin.describe_topic(topic).await.unwrap().partitions[0].clone();
+    let leader = p.leader.expect("a led partition");
+    let followers = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| *r != leader)
+        .collect();
+    (leader, followers)
+}
+
 /// Reads `n` records from the consumer's stream (all assigned partitions).
 async fn read_n(consumer: &mut Consumer, n: usize, timeout: Duration) -> Vec<ConsumerRecord> {
     let mut out = Vec::with_capacity(n);
@@ -1163,14 +1176,7 @@ async fn an_expired_producer_id_is_replaced_without_losing_or_repeating_a_record
 async fn a_request_resent_after_an_acks_all_timeout_is_stored_once_when_idempotent() {
     let _serial = serial();
     let (mut cluster, config, admin) = cluster_with_topic(3, &[], "resend", 1, 3, &[]).await;
-    let p = admin.describe_topic("resend").await.unwrap().partitions[0].clone();
-    let leader = p.leader.unwrap();
-    let followers: Vec<u64> = p
-        .replicas
-        .iter()
-        .copied()
-        .filter(|r| *r != leader)
-        .collect();
+    let (leader, followers) = leader_and_followers(&admin, "resend").await;
     let producer = |idempotence| {
         Producer::connect(
             config.clone(),
@@ -1279,14 +1285,7 @@ async fn a_request_resent_after_an_acks_all_timeout_is_stored_once_when_idempote
 async fn records_behind_the_in_flight_limit_go_out_in_one_growing_batch_not_one_per_linger() {
     let _serial = serial();
     let (mut cluster, config, admin) = cluster_with_topic(3, &[], "backlog", 1, 3, &[]).await;
-    let p = admin.describe_topic("backlog").await.unwrap().partitions[0].clone();
-    let leader = p.leader.unwrap();
-    let followers: Vec<u64> = p
-        .replicas
-        .iter()
-        .copied()
-        .filter(|r| *r != leader)
-        .collect();
+    let (leader, followers) = leader_and_followers(&admin, "backlog").await;
     let producer = Producer::connect(
         config,
         ProducerConfig {

@@ -86,8 +86,8 @@ enum Command {
     },
     /// Draw throughput.svg and latency.svg from a scripts/bench-peers.sh output directory.
     Plot {
-        /// The run's directory (target/bench-peers/<date>): summary.json and the per-run
-        /// <workload>-<system>.jsonl files.
+        /// The run's directory (`target/bench-peers/<date>`): summary.json and the per-run
+        /// `<workload>-<system>.jsonl` files.
         #[arg(long)]
         dir: std::path::PathBuf,
         /// Where to write the SVGs (default: the run's directory).

@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use plotters::coord::combinators::LogCoord;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -106,21 +107,14 @@ fn throughput(results: &RunResults) -> anyhow::Result<String> {
             ],
         )?;
         let names: Vec<&str> = workloads.iter().map(|w| w.name.as_str()).collect();
-        let mut chart = ChartBuilder::on(&plot_area)
-            .caption(caption, ("sans-serif", 20))
-            .margin(16)
-            .x_label_area_size(40)
-            .y_label_area_size(72)
-            .build_cartesian_2d(WorkloadAxis(names.len()), (low..high).log_scale())?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_label_formatter(&|x| name_at(&names, *x))
-            .x_label_style(("sans-serif", 16))
-            .y_label_formatter(&|y| short(*y))
-            .y_label_style(("sans-serif", 14))
-            .y_desc("records/s (log scale)")
-            .draw()?;
+        let mut chart = workload_chart(
+            &plot_area,
+            &caption,
+            &names,
+            (low, high),
+            short,
+            "records/s (log scale)",
+        )?;
 
         chart
             .draw_series(
@@ -213,21 +207,14 @@ fn latency(results: &RunResults) -> anyhow::Result<String> {
         root.fill(&WHITE)?;
         let plot_area = with_note(&root, &note)?;
         let names: Vec<&str> = shown.iter().map(|w| w.name.as_str()).collect();
-        let mut chart = ChartBuilder::on(&plot_area)
-            .caption(caption, ("sans-serif", 20))
-            .margin(16)
-            .x_label_area_size(40)
-            .y_label_area_size(72)
-            .build_cartesian_2d(WorkloadAxis(names.len()), (low..high).log_scale())?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_label_formatter(&|x| name_at(&names, *x))
-            .x_label_style(("sans-serif", 16))
-            .y_label_formatter(&|y| grouped(*y))
-            .y_label_style(("sans-serif", 14))
-            .y_desc("milliseconds (log scale)")
-            .draw()?;
+        let mut chart = workload_chart(
+            &plot_area,
+            &caption,
+            &names,
+            (low, high),
+            grouped,
+            "milliseconds (log scale)",
+        )?;
 
         // Six bars per workload: Weir's three percentiles, then the peer's.
         let width = 0.8 / 6.0;
@@ -269,6 +256,35 @@ fn latency(results: &RunResults) -> anyhow::Result<String> {
         root.present()?;
     }
     Ok(svg)
+}
+
+/// The frame both charts share, drawn on `area`: `caption` on top, one slot per workload
+/// (`names`) along x, a log scale from `low` to `high` along y with labels from `y_label` and
+/// the description `y_desc`, and the mesh.
+fn workload_chart<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: &str,
+    names: &[&str],
+    (low, high): (f64, f64),
+    y_label: fn(f64) -> String,
+    y_desc: &str,
+) -> anyhow::Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<WorkloadAxis, LogCoord<f64>>>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(72)
+        .build_cartesian_2d(WorkloadAxis(names.len()), (low..high).log_scale())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_label_formatter(&|x| name_at(names, *x))
+        .x_label_style(("sans-serif", 16))
+        .y_label_formatter(&|y| y_label(*y))
+        .y_label_style(("sans-serif", 14))
+        .y_desc(y_desc)
+        .draw()?;
+    Ok(chart)
 }
 
 /// The part of `root` above a `note` (one entry per line) written along its bottom edge.

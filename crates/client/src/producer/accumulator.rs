@@ -15,23 +15,11 @@ use std::sync::Mutex;
 use std::time::Instant;
 use weir_common::sync::MutexExt;
 
-use tokio::sync::oneshot;
 use weir_storage::BatchBuilder;
 
-use super::record::RecordMetadata;
+use super::record::Completion;
 use super::Shared;
-use crate::error::Result;
 use crate::partitioner::Sticky;
-
-/// One record's slot in a batch: where its result goes.
-pub(super) struct Slot {
-    /// The sending end of the record's `DeliveryFuture`. A failed send only means the
-    /// caller dropped the future, so its result is ignored.
-    pub(super) tx: oneshot::Sender<Result<RecordMetadata>>,
-    /// The record's create timestamp (given, or the time of `send`): reported back unless
-    /// the broker answers with a log append time.
-    pub(super) timestamp: i64,
-}
 
 /// A partition's batch still taking records.
 pub(super) struct OpenBatch {
@@ -39,9 +27,11 @@ pub(super) struct OpenBatch {
     /// batch is encoded once, however often it is sent. Its uncompressed size decides when
     /// the batch is full (`batch_size`).
     pub(super) builder: BatchBuilder,
-    /// One per record, in append order: record `i` is stored at the batch's base offset
-    /// plus `i`.
-    pub(super) slots: Vec<Slot>,
+    /// The batch's outcome, shared with its records' `DeliveryFuture`s: record `i` is
+    /// stored at the batch's base offset plus `i`.
+    pub(super) completion: Completion,
+    /// Records appended so far.
+    pub(super) records: u32,
     /// Bytes of `buffer_memory` the batch's records hold; given back when the batch
     /// completes, which is what makes `send` wait once the buffer is full.
     pub(super) permits: usize,

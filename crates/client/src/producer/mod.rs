@@ -41,12 +41,13 @@ use std::time::{Duration, Instant};
 use weir_common::now_ms;
 use weir_common::sync::MutexExt;
 
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use weir_storage::{BatchBuilder, Header};
 
-use self::accumulator::{Accumulator, Closed, OpenBatch, Slot, TopicAcc};
+use self::accumulator::{Accumulator, Closed, OpenBatch, TopicAcc};
 use self::idempotence::Identity;
+use self::record::Completion;
 use self::sender::{Event, Ident, SenderTask, HOUSEKEEPING};
 use crate::config::{ClientConfig, ProducerConfig};
 use crate::error::{Error, Result};
@@ -214,7 +215,6 @@ impl Producer {
             memory: &shared.memory,
             permits: size,
         };
-        let (tx, rx) = oneshot::channel();
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let ProducerRecord {
             topic,
@@ -254,6 +254,7 @@ impl Producer {
 
         let batch_size = shared.config.batch_size;
         let new_batch;
+        let delivery;
         {
             let mut guard = shared.acc.locked();
             let acc = &mut *guard;
@@ -282,13 +283,15 @@ impl Producer {
             let open = slot.get_or_insert_with(|| OpenBatch {
                 builder: BatchBuilder::new(shared.config.compression)
                     .level(shared.config.compression_level),
-                slots: Vec::new(),
+                completion: Completion::new(&topic, p),
+                records: 0,
                 permits: 0,
                 created: Instant::now(),
             });
             open.builder
                 .push_parts(timestamp, key.as_deref(), value.as_deref(), &headers);
-            open.slots.push(Slot { tx, timestamp });
+            delivery = open.completion.delivery(open.records, timestamp);
+            open.records += 1;
             open.permits += size;
             reserved.permits = 0;
             if open.builder.uncompressed_size() >= batch_size {
@@ -311,7 +314,7 @@ impl Producer {
         if new_batch {
             shared.wake.notify_one();
         }
-        Ok(DeliveryFuture { rx })
+        Ok(delivery)
     }
 
     /// Bytes of records buffered or in flight (at most `buffer_memory`).

@@ -29,9 +29,9 @@ use tokio::sync::mpsc;
 use weir_proto::broker::v1 as pb;
 use weir_proto::broker::v1::produce_request::Records;
 
-use super::accumulator::{Closed, Slot};
+use super::accumulator::Closed;
 use super::idempotence::{self, Identity, Stamp};
-use super::record::RecordMetadata;
+use super::record::Completion;
 use super::stream::{run_conn, Conn};
 use super::Shared;
 use crate::error::{check, Error, Result};
@@ -53,8 +53,10 @@ pub(super) struct Batch {
     pub(super) partition: u32,
     /// The encoded RecordBatch; every send, first or retry, clones these same bytes.
     pub(super) bytes: Bytes,
-    /// The records' result slots, in append order.
-    pub(super) slots: Vec<Slot>,
+    /// Its records' outcome, completed once when the batch completes.
+    pub(super) completion: Completion,
+    /// How many records it holds.
+    pub(super) records: u32,
     /// Bytes of `buffer_memory` held until the batch completes.
     pub(super) permits: usize,
     /// When the batch was opened: `delivery_timeout` counts from here, across retries.
@@ -95,7 +97,8 @@ impl Shared {
                 topic,
                 partition,
                 bytes,
-                slots: open.slots,
+                completion: open.completion,
+                records: open.records,
                 permits: open.permits,
                 created: open.created,
                 sent_at: open.created,
@@ -105,9 +108,7 @@ impl Shared {
             }),
             Err(e) => {
                 let err = Error::InvalidInput(format!("cannot encode the batch: {e}"));
-                for slot in open.slots {
-                    let _ = slot.tx.send(Err(err.clone()));
-                }
+                open.completion.complete(Err(err));
                 self.finish(id, open.permits);
                 None
             }
@@ -124,35 +125,11 @@ impl Shared {
     /// Resolves every record of `batch` with `result` (the broker's base offset and log
     /// append time, or the batch's error) and finishes the batch.
     fn complete(&self, batch: Batch, result: Result<(i64, i64)>) {
-        match result {
-            Ok((base_offset, log_append_time)) => {
-                for (i, slot) in batch.slots.into_iter().enumerate() {
-                    let offset = if base_offset >= 0 {
-                        base_offset + i as i64
-                    } else {
-                        -1
-                    };
-                    let timestamp = if log_append_time >= 0 {
-                        log_append_time
-                    } else {
-                        slot.timestamp
-                    };
-                    let _ = slot.tx.send(Ok(RecordMetadata {
-                        topic: batch.topic.clone(),
-                        partition: batch.partition,
-                        offset,
-                        timestamp,
-                    }));
-                }
-            }
-            Err(err) => {
-                tracing::debug!(topic = %batch.topic, partition = batch.partition, error = %err,
-                    "batch failed");
-                for slot in batch.slots {
-                    let _ = slot.tx.send(Err(err.clone()));
-                }
-            }
+        if let Err(err) = &result {
+            tracing::debug!(topic = %batch.topic, partition = batch.partition, error = %err,
+                "batch failed");
         }
+        batch.completion.complete(result);
         self.finish(batch.id, batch.permits);
     }
 }
@@ -693,7 +670,7 @@ impl SenderTask {
                     match &mut pq.ident {
                         Ident::Off => {}
                         Ident::Ready(identity) => {
-                            let stamp = identity.take(front.slots.len() as i32);
+                            let stamp = identity.take(front.records as i32);
                             front.bytes =
                                 idempotence::stamped(std::mem::take(&mut front.bytes), stamp);
                             front.stamp = Some(stamp);
@@ -753,7 +730,8 @@ mod tests {
             topic: "t".into(),
             partition: 0,
             bytes: Bytes::new(),
-            slots: Vec::new(),
+            completion: Completion::new("t", 0),
+            records: 0,
             permits: 0,
             created: Instant::now(),
             sent_at: Instant::now(),

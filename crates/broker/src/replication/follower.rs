@@ -13,9 +13,9 @@
 //! ([`Partition::truncate_to`] and friends check under the partition's lock), so a session
 //! still running after a leader change cannot cut records the new role needs.
 //!
-//! Any error ends the session; it starts over after a short backoff ([`Backoff`]), for as long as this
-//! replica follows the same leader in the same epoch (the replica manager aborts the task when
-//! that changes).
+//! Any error ends the session; it starts over after a short backoff ([`Backoff`]), for as
+//! long as this replica follows the same leader in the same epoch (the replica manager aborts
+//! the task when that changes).
 
 use std::future::Future;
 use std::sync::Arc;

@@ -87,17 +87,21 @@ impl Stages {
     }
 }
 
-/// A request's answer, with its stages and when its wait ended (when it was appended).
-type PendingAnswer = Pin<
-    Box<
-        dyn std::future::Future<
-                Output = (
-                    pb::ProduceResponse,
-                    Option<((Stages, Instant), String, u32)>,
-                ),
-            > + Send,
-    >,
->;
+/// What the answer loop needs to log a slow request once its answer is sent.
+struct Timing {
+    /// The request's stages up to its append.
+    stages: Stages,
+    /// When its acks=all wait ended (when it was appended, without one).
+    committed: Instant,
+    /// Its topic.
+    topic: String,
+    /// Its partition.
+    partition: u32,
+}
+
+/// A request's answer, with its [`Timing`] when it was appended.
+type PendingAnswer =
+    Pin<Box<dyn std::future::Future<Output = (pb::ProduceResponse, Option<Timing>)> + Send>>;
 pub(super) type ProduceStream =
     Pin<Box<dyn Stream<Item = Result<pb::ProduceResponse, Status>> + Send>>;
 
@@ -210,18 +214,22 @@ impl BrokerService {
                 let appended = service.append(req).await;
                 let answerer = service.clone();
                 let answer: PendingAnswer = Box::pin(async move {
-                    let (result, timing) = match appended {
+                    let (result, stages) = match appended {
                         Ok(a) => {
                             let stages = a.stages;
-                            let result = a.finish().await;
-                            (result, Some((stages, Instant::now())))
+                            (a.finish().await, Some(stages))
                         }
                         Err(e) => (Err(e), None),
                     };
-                    (
-                        answerer.answer(result, &topic, index),
-                        timing.map(|t| (t, topic, index)),
-                    )
+                    let committed = Instant::now();
+                    let response = answerer.answer(result, &topic, index);
+                    let timing = stages.map(|stages| Timing {
+                        stages,
+                        committed,
+                        topic,
+                        partition: index,
+                    });
+                    (response, timing)
                 });
                 if pending_tx.send(answer).await.is_err() {
                     return;
@@ -235,8 +243,10 @@ impl BrokerService {
                 if tx.send(Ok(response)).await.is_err() {
                     return;
                 }
-                if let Some(((stages, committed), topic, index)) = timing {
-                    stages.log_if_slow(&topic, index, Some(committed), Instant::now());
+                if let Some(t) = timing {
+                    let answered = Instant::now();
+                    t.stages
+                        .log_if_slow(&t.topic, t.partition, Some(t.committed), answered);
                 }
             }
         });

@@ -155,13 +155,7 @@ fn throughput(results: &RunResults) -> anyhow::Result<String> {
                 above.clone(),
             )
         }))?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 15))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart)?;
         root.present()?;
     }
     Ok(svg)
@@ -246,13 +240,7 @@ fn latency(results: &RunResults) -> anyhow::Result<String> {
                 chart.draw_series(bars)?.label(label).legend(swatch(shade));
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 15))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart)?;
         root.present()?;
     }
     Ok(svg)
@@ -285,6 +273,23 @@ fn workload_chart<'a, 'b>(
         .y_desc(y_desc)
         .draw()?;
     Ok(chart)
+}
+
+/// The series' legend, in the chart's upper right corner.
+fn legend<'a, 'b>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<WorkloadAxis, LogCoord<f64>>>,
+) -> anyhow::Result<()>
+where
+    'b: 'a,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
 }
 
 /// The part of `root` above a `note` (one entry per line) written along its bottom edge.

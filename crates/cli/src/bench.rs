@@ -103,6 +103,14 @@ pub struct ProducerOptions {
     /// How long a batch may wait for more records, milliseconds (the client's linger).
     #[arg(long, default_value_t = 5, value_name = "MS")]
     linger_ms: u64,
+    /// Bytes each producer keeps buffered or in flight at most (the client's buffer_memory):
+    /// the queue a record waits behind at full speed. Default: five batches per partition of
+    /// the topic (and room for four records), enough to keep each partition's five requests
+    /// busy; a deeper queue adds latency, not throughput (1 KiB records on one node, two runs
+    /// each: 596-692k records/s and a p99 of 2.8-3.6 ms by default, 609-818k and 80-121 ms
+    /// with 64 MiB, the default before).
+    #[arg(long, value_name = "BYTES")]
+    buffer_bytes: Option<usize>,
     /// Batch codec: none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none", value_parser = parse_compression)]
     compression: Compression,
@@ -397,7 +405,12 @@ fn producer_config(options: &ProducerOptions) -> ProducerConfig {
         linger: Duration::from_millis(options.linger_ms),
         compression: options.compression,
         compression_level: options.compression_level,
-        buffer_memory: (64 << 20).max(options.batch_bytes * 4),
+        buffer_memory: options.buffer_bytes.unwrap_or_else(|| {
+            let partitions = usize::try_from(options.partitions.max(1)).unwrap_or(1);
+            let batches = options.batch_bytes.max(1).saturating_mul(5 * partitions);
+            // Room for a few records however large they are (key and headers included).
+            batches.max(options.record_size.saturating_add(4096).saturating_mul(4))
+        }),
         // With more than 5 batches in flight the default would turn idempotence off silently.
         max_in_flight_per_partition: 5,
         idempotence: options.no_idempotence.then_some(false),

@@ -1224,7 +1224,8 @@ async fn every_example_in_the_help_texts_runs_against_a_live_cluster() {
 /// `weir bench` through the real client, as a user runs it: `produce` creates the topic and
 /// reports exactly the records and bytes sent, none failed, and latency percentiles in order;
 /// `consume` reads exactly what the topic holds; `e2e` delivers every record at the rate asked;
-/// `--group` is refused (consumer groups are not built yet).
+/// `--group` is refused (consumer groups are not built yet), and so is an empty producer
+/// buffer.
 #[tokio::test]
 async fn weir_bench_reports_what_it_sent_and_read() {
     let _serial = serial();
@@ -1332,6 +1333,24 @@ async fn weir_bench_reports_what_it_sent_and_read() {
         refused.stderr.contains("consumer groups are not built yet"),
         "{refused:?}"
     );
+
+    let no_buffer = weir_run(
+        &b,
+        &[
+            "bench",
+            "produce",
+            "--topic",
+            "wb",
+            "--records",
+            "10",
+            "--buffer-bytes",
+            "0",
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(no_buffer.code, 2, "{no_buffer:?}");
+    assert!(no_buffer.stderr.contains("buffer_memory"), "{no_buffer:?}");
 }
 
 /// Null keys and values through `--null-marker` both ways (and as JSON nulls), a time range

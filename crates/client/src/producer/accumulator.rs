@@ -3,9 +3,9 @@
 //!
 //! A batch is open until it is full (closed by `send`), its linger expires while its partition
 //! can send (closed by the sender task), or a flush or shutdown closes everything
-//! ([`Shared::close_open`]). Closing
-//! gives the batch an id and registers it in `Shared::pending`; the [`Closed`] batch is then
-//! encoded outside the accumulator lock and handed to the sender task.
+//! ([`Shared::close_open`]). Closing gives the batch an id and registers it in
+//! `Shared::pending`; the [`Closed`] batch is then encoded outside the accumulator lock and
+//! handed to the sender task.
 //!
 //! The accumulator sits behind a std `Mutex`: every critical section is a few appends or a
 //! scan of the open batches, none spans an `.await`.
@@ -27,11 +27,9 @@ pub(super) struct OpenBatch {
     /// batch is encoded once, however often it is sent. Its uncompressed size decides when
     /// the batch is full (`batch_size`).
     pub(super) builder: BatchBuilder,
-    /// The batch's outcome, shared with its records' `DeliveryFuture`s: record `i` is
-    /// stored at the batch's base offset plus `i`.
+    /// The batch's outcome, shared with its records' `DeliveryFuture`s: record `i` (the
+    /// builder's `i`th) is stored at the batch's base offset plus `i`.
     pub(super) completion: Completion,
-    /// Records appended so far.
-    pub(super) records: u32,
     /// Bytes of `buffer_memory` the batch's records hold; given back when the batch
     /// completes, which is what makes `send` wait once the buffer is full.
     pub(super) permits: usize,

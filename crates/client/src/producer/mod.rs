@@ -284,14 +284,14 @@ impl Producer {
                 builder: BatchBuilder::new(shared.config.compression)
                     .level(shared.config.compression_level),
                 completion: Completion::new(&topic, p),
-                records: 0,
                 permits: 0,
                 created: Instant::now(),
             });
+            delivery = open
+                .completion
+                .delivery(open.builder.len() as u32, timestamp);
             open.builder
                 .push_parts(timestamp, key.as_deref(), value.as_deref(), &headers);
-            delivery = open.completion.delivery(open.records, timestamp);
-            open.records += 1;
             open.permits += size;
             reserved.permits = 0;
             if open.builder.uncompressed_size() >= batch_size {

@@ -171,22 +171,22 @@ impl Future for DeliveryFuture {
         if let Some(result) = self.outcome.result.get() {
             return Poll::Ready(self.resolve(result));
         }
-        let outcome = Arc::clone(&self.outcome);
-        let mut wakers = outcome.wakers.locked();
+        let this = &mut *self;
+        let mut wakers = this.outcome.wakers.locked();
         // Again under the lock: the result is set before the wakers are taken under it, so
         // either it shows now or this waker is taken with the others.
-        if let Some(result) = outcome.result.get() {
+        if let Some(result) = this.outcome.result.get() {
             drop(wakers);
-            return Poll::Ready(self.resolve(result));
+            return Poll::Ready(this.resolve(result));
         }
-        match self.waiting {
+        match this.waiting {
             Some(i) if i < wakers.len() => {
                 if !wakers[i].will_wake(cx.waker()) {
                     wakers[i] = cx.waker().clone();
                 }
             }
             _ => {
-                self.waiting = Some(wakers.len());
+                this.waiting = Some(wakers.len());
                 wakers.push(cx.waker().clone());
             }
         }

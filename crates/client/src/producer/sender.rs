@@ -85,6 +85,7 @@ impl Shared {
             partition,
             open,
         } = closed;
+        let records = open.builder.len() as u32;
         // An idempotent producer's batch gets its CRC when it is stamped, at its first send.
         let built = if self.config.idempotent() {
             open.builder.build_unsealed(0).map(Bytes::from)
@@ -98,7 +99,7 @@ impl Shared {
                 partition,
                 bytes,
                 completion: open.completion,
-                records: open.records,
+                records,
                 permits: open.permits,
                 created: open.created,
                 sent_at: open.created,

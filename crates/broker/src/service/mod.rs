@@ -199,7 +199,7 @@ impl pb::broker_server::Broker for BrokerService {
                 let stages = appended.stages;
                 let result = appended.finish().await;
                 let done = std::time::Instant::now();
-                stages.log_if_slow(&topic, index, Some(done), done);
+                stages.log_if_slow(&topic, index, done, done);
                 result
             }
             Err(e) => Err(e),

@@ -57,12 +57,13 @@ impl Stages {
     }
 
     /// Logs the request at debug level when it took [`SLOW_PRODUCE`] or more from arrival to
-    /// `answered`; `committed` is when acks=all's wait ended (`None` without one).
+    /// `answered`; `committed` is when its wait for acks=all ended (when it was appended,
+    /// without one).
     pub(super) fn log_if_slow(
         &self,
         topic: &str,
         partition: u32,
-        committed: Option<Instant>,
+        committed: Instant,
         answered: Instant,
     ) {
         let total = answered.saturating_duration_since(self.received);
@@ -71,7 +72,6 @@ impl Stages {
         }
         let ms =
             |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
-        let done = committed.unwrap_or(self.resumed);
         tracing::debug!(
             topic,
             partition,
@@ -80,8 +80,8 @@ impl Stages {
             blocking_queue_ms = ms(self.admitted, self.append_started),
             append_ms = ms(self.append_started, self.appended),
             resume_ms = ms(self.appended, self.resumed),
-            replication_ms = ms(self.resumed, done),
-            answer_queue_ms = ms(done, answered),
+            replication_ms = ms(self.resumed, committed),
+            answer_queue_ms = ms(committed, answered),
             "slow produce"
         );
     }
@@ -140,12 +140,17 @@ impl BrokerService {
             drop(permit);
             (result, started, Instant::now())
         });
+        let joined = append.await;
+        if let Ok((_, started, appended)) = &joined {
+            (stages.append_started, stages.appended, stages.resumed) =
+                (*started, *appended, Instant::now());
+        }
         if req.acks == 0 {
             // acks=0 answers without the append's outcome (the producer asked not to hear
             // about it), but only once the append is done: a stream's appends happen in its
             // order, and a later request must not overtake this one (Kafka, too, handles one
             // request per connection at a time).
-            if let Ok((Err(e), _, _)) = append.await {
+            if let Ok((Err(e), _, _)) = &joined {
                 tracing::debug!(topic = %req.topic, partition = req.partition, error = %e, "acks=0 append failed");
             }
             let response = pb::ProduceResponse {
@@ -162,11 +167,7 @@ impl BrokerService {
                 stages,
             });
         }
-        let (result, started, appended) = append
-            .await
-            .map_err(|e| BrokerError::Internal(e.to_string()))?;
-        (stages.append_started, stages.appended, stages.resumed) =
-            (started, appended, Instant::now());
+        let (result, _, _) = joined.map_err(|e| BrokerError::Internal(e.to_string()))?;
         let (info, epoch) = result?;
         let timeout = match req.timeout_ms {
             0 => DEFAULT_PRODUCE_TIMEOUT,
@@ -246,7 +247,7 @@ impl BrokerService {
                 if let Some(t) = timing {
                     let answered = Instant::now();
                     t.stages
-                        .log_if_slow(&t.topic, t.partition, Some(t.committed), answered);
+                        .log_if_slow(&t.topic, t.partition, t.committed, answered);
                 }
             }
         });
